@@ -1,0 +1,199 @@
+"""Frozen pipeline settings loaded from a protocol file in ``pipelines/``.
+
+A protocol is a TOML file whose sections map onto keyword parameters of the
+processing functions (``[segmentation]`` -> :func:`lesionq.core.segmentation.segment_lesions`,
+and so on). Settings are immutable, passed down explicitly, and identified by a
+hash of their canonical JSON form, which is written into every output sidecar.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import inspect
+import json
+import os
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from .errors import ConfigError
+
+__all__ = ["Settings", "load_protocol", "pipelines_dir", "atlases_dir", "DEFAULT_PROTOCOL"]
+
+#: Protocol used when none is named.
+DEFAULT_PROTOCOL = "mesems_v1"
+
+_REQUIRED_SECTIONS = ("protocol",)
+
+
+def _repo_dir(name: str, env: str) -> Path:
+    """Locate a top-level data folder (``pipelines`` or ``atlases``).
+
+    Order: the environment variable ``env``; then the folder ``name`` in the
+    source tree the package was installed from (editable installs, the Docker
+    image, a git checkout).
+    """
+    if os.environ.get(env):
+        return Path(os.environ[env]).expanduser().resolve()
+    here = Path(__file__).resolve()
+    for parent in here.parents:
+        cand = parent / name
+        if cand.is_dir() and (parent / "pyproject.toml").is_file():
+            return cand
+    raise ConfigError(
+        f"cannot find the '{name}' folder: set {env} to its path "
+        f"(searched the parents of {here})"
+    )
+
+
+def pipelines_dir() -> Path:
+    """Folder holding the protocol TOML files (``$LESIONQ_PIPELINES`` overrides)."""
+    return _repo_dir("pipelines", "LESIONQ_PIPELINES")
+
+
+def atlases_dir() -> Path:
+    """Folder holding the run-time atlases (``$LESIONQ_ATLASES`` overrides)."""
+    return _repo_dir("atlases", "LESIONQ_ATLASES")
+
+
+def _freeze(obj: Any) -> Any:
+    if isinstance(obj, Mapping):
+        return MappingProxyType({k: _freeze(v) for k, v in obj.items()})
+    if isinstance(obj, list | tuple):
+        return tuple(_freeze(v) for v in obj)
+    return obj
+
+
+def _thaw(obj: Any) -> Any:
+    if isinstance(obj, Mapping):
+        return {k: _thaw(v) for k, v in obj.items()}
+    if isinstance(obj, tuple):
+        return [_thaw(v) for v in obj]
+    return obj
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Immutable protocol settings.
+
+    Attributes
+    ----------
+    name : str
+        Protocol name (``[protocol] name``).
+    source : str
+        Path of the TOML file it came from (not part of the hash).
+    sections : Mapping[str, Mapping[str, Any]]
+        Read-only view of every TOML section.
+    """
+
+    name: str
+    source: str
+    sections: Mapping[str, Any] = field(repr=False)
+
+    def section(self, name: str) -> Mapping[str, Any]:
+        """Return one section (an empty mapping when the protocol has none)."""
+        return self.sections.get(name, MappingProxyType({}))
+
+    def dump(self) -> dict[str, Any]:
+        """Plain-dict copy of the settings, JSON-serialisable."""
+        return _thaw(self.sections)
+
+    def hash(self) -> str:
+        """sha256 (hex) of the canonical JSON of :meth:`dump`; identifies a settings set."""
+        blob = json.dumps(self.dump(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()
+
+    def with_overrides(self, overrides: Mapping[str, Any]) -> Settings:
+        """Return new settings with dotted-key overrides applied.
+
+        Parameters
+        ----------
+        overrides : mapping
+            ``{"segmentation.threshold": 0.4}``: section and key joined by a dot.
+            The key must already exist in the section (typos are errors).
+        """
+        data = self.dump()
+        for dotted, value in overrides.items():
+            if "." not in dotted:
+                raise ConfigError(f"override {dotted!r} must be 'section.key'")
+            sec, key = dotted.split(".", 1)
+            if sec not in data or key not in data[sec]:
+                raise ConfigError(
+                    f"override {dotted!r}: protocol {self.name!r} ({self.source}) has no such setting"
+                )
+            old = data[sec][key]
+            if isinstance(old, bool) != isinstance(value, bool) or (
+                isinstance(old, int | float) and not isinstance(value, int | float)
+            ):
+                raise ConfigError(
+                    f"override {dotted!r}: expected a value like {old!r}, got {value!r}"
+                )
+            data[sec][key] = value
+        return Settings(self.name, self.source, _freeze(data))
+
+    def kwargs_for(
+        self, section: str, func: Callable[..., Any], *, exclude: tuple[str, ...] = ()
+    ) -> dict[str, Any]:
+        """Keyword arguments for ``func`` taken from ``section``.
+
+        Every key of the section must be a keyword parameter of ``func`` (minus
+        ``exclude``, keys handled by the caller); an unknown key raises
+        :class:`~lesionq.errors.ConfigError` naming the protocol file, section
+        and key. Lists become tuples.
+        """
+        params = inspect.signature(func).parameters
+        out: dict[str, Any] = {}
+        for key, value in self.section(section).items():
+            if key in exclude:
+                continue
+            if key not in params:
+                raise ConfigError(
+                    f"protocol {self.source}: [{section}] {key} is not a parameter of "
+                    f"{func.__module__}.{func.__qualname__} (known: {sorted(params)})"
+                )
+            out[key] = copy.deepcopy(_thaw(value))
+            if isinstance(out[key], list):
+                out[key] = tuple(out[key])
+        return out
+
+
+def load_protocol(name_or_path: str | os.PathLike[str] | None = None) -> Settings:
+    """Load a pipeline protocol.
+
+    Parameters
+    ----------
+    name_or_path : str or path, optional
+        A protocol name (``"mesems_v1"``, looked up in :func:`pipelines_dir`) or a
+        path to a TOML file. Defaults to :data:`DEFAULT_PROTOCOL`.
+
+    Returns
+    -------
+    Settings
+
+    Raises
+    ------
+    ConfigError
+        The file is missing, not valid TOML, or lacks a required section.
+    """
+    target = DEFAULT_PROTOCOL if name_or_path is None else os.fspath(name_or_path)
+    path = Path(target)
+    if path.suffix != ".toml" and not path.exists():
+        path = pipelines_dir() / f"{target}.toml"
+    if not path.is_file():
+        available = sorted(p.stem for p in pipelines_dir().glob("*.toml"))
+        raise ConfigError(f"protocol {target!r} not found (looked for {path}); available: {available}")
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"protocol {path}: invalid TOML: {exc}") from exc
+    for sec in _REQUIRED_SECTIONS:
+        if sec not in data:
+            raise ConfigError(f"protocol {path}: missing required section [{sec}]")
+    name = data["protocol"].get("name")
+    if not isinstance(name, str) or not name:
+        raise ConfigError(f"protocol {path}: [protocol] name must be a non-empty string")
+    return Settings(name=name, source=str(path.resolve()), sections=_freeze(data))
