@@ -1,0 +1,43 @@
+# lesionq container: CPU only, offline at run time, non-root, `lesionq` as entry point.
+#   docker build -t lesionq .
+#   docker run --rm -v /data/bids:/data:ro -v /data/out:/out lesionq run /data /out participant
+FROM python:3.11-slim-bookworm
+
+ARG TORCH_VERSION=2.13.0
+ENV PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1
+
+# CPU build of torch (deepbet brain extraction); installed first so the project's
+# dependency resolution does not pull a CUDA build.
+RUN pip install --index-url https://download.pytorch.org/whl/cpu "torch==${TORCH_VERSION}"
+
+WORKDIR /opt/lesionq
+COPY pyproject.toml README.md ./
+COPY src ./src
+COPY pipelines ./pipelines
+COPY atlases ./atlases
+COPY sample_data ./sample_data
+RUN pip install . \
+    && python -c "import lesionq, deepbet, SimpleITK, nipype"
+
+# Run-time environment: no network, pinned BLAS / ITK threads (lesionq hands its own
+# thread budget down with --n-procs), nipype's version check off.
+ENV LESIONQ_PIPELINES=/opt/lesionq/pipelines \
+    LESIONQ_ATLASES=/opt/lesionq/atlases \
+    NIPYPE_NO_ET=1 \
+    OMP_NUM_THREADS=1 \
+    OPENBLAS_NUM_THREADS=1 \
+    MKL_NUM_THREADS=1 \
+    ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS=1 \
+    HF_HUB_OFFLINE=1 \
+    MPLBACKEND=Agg \
+    HOME=/home/lesionq
+
+RUN useradd --create-home --uid 1000 lesionq
+USER lesionq
+WORKDIR /home/lesionq
+
+ENTRYPOINT ["lesionq"]
+CMD ["--help"]

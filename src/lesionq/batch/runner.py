@@ -1,0 +1,211 @@
+"""Run the visit workflow over a BIDS dataset, one visit at a time, isolating failures.
+
+A visit that fails (bad input found by the check battery, or an error while
+processing) gets a ``failed`` row in ``visits.tsv`` with the reason; the other
+visits go on. Outputs of a visit are published all at once (see
+:func:`lesionq.io.derivatives.publish_visit`), so a failed or killed visit never
+leaves a partial set of files that looks finished.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .. import __version__
+from ..config import Settings
+from ..errors import LesionQError, MissingInputError
+from ..io.bids import VisitInputs, discover
+from ..io.checks import check_visit
+from ..io.derivatives import VISITS_TSV, write_dataset_description
+from ..io.tables import update_visits_table
+
+__all__ = ["RunSummary", "run_dataset", "run_visit"]
+
+LOGGER = logging.getLogger(__name__)
+
+ProgressFn = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """Outcome of :func:`run_dataset`.
+
+    Attributes
+    ----------
+    out_dir : Path
+    rows : tuple of dict
+        The ``visits.tsv`` rows of the visits processed by this run.
+    """
+
+    out_dir: Path
+    rows: tuple[dict[str, Any], ...] = field(default_factory=tuple)
+
+    @property
+    def n_ok(self) -> int:
+        """Number of visits that succeeded."""
+        return sum(r["status"] == "ok" for r in self.rows)
+
+    @property
+    def n_failed(self) -> int:
+        """Number of visits that failed."""
+        return sum(r["status"] != "ok" for r in self.rows)
+
+    @property
+    def all_ok(self) -> bool:
+        """True when every visit succeeded (and there was at least one)."""
+        return bool(self.rows) and self.n_failed == 0
+
+    def describe(self) -> str:
+        """One human line per failed visit plus a total line."""
+        lines = [
+            f"FAILED {r['participant_id']} {r['session_id']}: {r['reason']}"
+            for r in self.rows
+            if r["status"] != "ok"
+        ]
+        lines.append(
+            f"lesionq: {self.n_ok} visit(s) ok, {self.n_failed} failed; "
+            f"table: {self.out_dir / VISITS_TSV}"
+        )
+        return "\n".join(lines)
+
+
+def _base_row(visit: VisitInputs, settings: Settings) -> dict[str, Any]:
+    return {
+        "participant_id": f"sub-{visit.subject}",
+        "session_id": f"ses-{visit.session}" if visit.session is not None else None,
+        "protocol": settings.name,
+        "settings_sha256": settings.hash(),
+        "lesionq_version": __version__,
+    }
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    first = text[0] if text else ""
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+
+
+def run_visit(
+    visit: VisitInputs,
+    out_dir: str | os.PathLike[str],
+    *,
+    settings: Settings,
+    n_procs: int = 1,
+    work_dir: str | os.PathLike[str] | None = None,
+) -> dict[str, Any]:
+    """Check, process and publish one visit; never raises for a bad visit.
+
+    Parameters
+    ----------
+    visit : VisitInputs
+        The visit's input files.
+    out_dir : path-like
+        Derivatives folder.
+    settings : Settings
+        Effective protocol settings.
+    n_procs : int
+        Thread budget for the visit's heavy steps.
+    work_dir : path-like, optional
+        Scratch folder (default ``out_dir/.lesionq-work``).
+
+    Returns
+    -------
+    dict
+        The visit's ``visits.tsv`` row (``status`` is ``"ok"`` or ``"failed"``).
+    """
+    from .visit import run_visit_workflow
+
+    row = _base_row(visit, settings)
+    t0 = time.perf_counter()
+    try:
+        findings = check_visit(visit)
+        errors = [f for f in findings if f.level == "error"]
+        for f in findings:
+            if f.level == "warning":
+                LOGGER.warning("%s", f.message)
+        if errors:
+            raise _InputRejected("; ".join(f.message for f in errors))
+        work = Path(work_dir) if work_dir is not None else Path(out_dir) / ".lesionq-work"
+        result = run_visit_workflow(
+            visit, out_dir, settings=settings, n_procs=n_procs, work_dir=work
+        )
+        row.update(result)
+        row["status"] = "ok"
+        row["reason"] = None
+    except (LesionQError, _InputRejected, Exception) as exc:  # one visit never stops the batch
+        LOGGER.error("visit %s %s failed: %s", row["participant_id"], row["session_id"], exc,
+                     exc_info=not isinstance(exc, LesionQError | _InputRejected))
+        row["status"] = "failed"
+        row["reason"] = str(exc) if isinstance(exc, _InputRejected) else _reason(exc)
+    row["duration_s"] = round(time.perf_counter() - t0, 2)
+    return row
+
+
+class _InputRejected(Exception):
+    """The check battery found errors in a visit's inputs (message: the findings)."""
+
+
+def run_dataset(
+    bids_dir: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    *,
+    settings: Settings,
+    participant_labels: Sequence[str] | None = None,
+    n_procs: int = 1,
+    work_dir: str | os.PathLike[str] | None = None,
+    progress: ProgressFn | None = None,
+    keep_work: bool = False,
+) -> RunSummary:
+    """Process every visit of a BIDS dataset and update ``OUT/visits.tsv``.
+
+    Parameters
+    ----------
+    bids_dir : path-like
+        Input BIDS dataset.
+    out_dir : path-like
+        Output derivatives folder (created).
+    settings : Settings
+        Effective protocol settings (see :func:`lesionq.config.load_protocol`).
+    participant_labels : sequence of str, optional
+        Subjects to process (with or without ``sub-``); default all.
+    n_procs : int
+        Thread budget handed down to each visit's heavy steps.
+    work_dir : path-like, optional
+        Scratch folder; default ``OUT/.lesionq-work``, removed at the end unless
+        ``keep_work``.
+    progress : callable, optional
+        Called with one human-readable line per visit started / finished.
+
+    Returns
+    -------
+    RunSummary
+    """
+    out = Path(out_dir)
+    visits = discover(bids_dir, participant_labels=participant_labels)
+    if not visits:
+        raise MissingInputError(f"{bids_dir}: no visits with anatomical scans found")
+    out.mkdir(parents=True, exist_ok=True)
+    write_dataset_description(out, source_dir=str(bids_dir))
+    work = Path(work_dir) if work_dir is not None else out / ".lesionq-work"
+    rows: list[dict[str, Any]] = []
+    for i, visit in enumerate(visits, start=1):
+        label = f"sub-{visit.subject}" + (f" ses-{visit.session}" if visit.session else "")
+        if progress:
+            progress(f"[{i}/{len(visits)}] {label}: running")
+        row = run_visit(visit, out, settings=settings, n_procs=n_procs, work_dir=work)
+        rows.append(row)
+        # the table is rewritten after every visit: a killed run keeps what finished
+        update_visits_table(out / VISITS_TSV, [row])
+        if progress:
+            status = "ok" if row["status"] == "ok" else f"FAILED ({row['reason']})"
+            progress(f"[{i}/{len(visits)}] {label}: {status} in {row['duration_s']:.1f} s")
+    if not keep_work and work_dir is None:
+        shutil.rmtree(work, ignore_errors=True)
+    return RunSummary(out_dir=out, rows=tuple(rows))

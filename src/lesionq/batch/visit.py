@@ -1,0 +1,110 @@
+"""Build, run and publish one visit's workflow."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from ..config import Settings
+from ..io.bids import VisitInputs
+from ..io.derivatives import provenance, publish_visit
+
+__all__ = ["run_visit_workflow", "nipype_config"]
+
+LOGGER = logging.getLogger(__name__)
+
+#: Output keys published for every visit (others only when their contrast exists).
+_ALWAYS = ("t2_mask", "t2_probseg", "t2_labels", "brain_mask", "flair_preproc", "lesions")
+_OPTIONAL = ("t1_coreg", "t2_coreg", "t1ce_coreg", "xfm_t1", "xfm_t2", "xfm_t1ce", "xfm_template")
+
+#: Input roles as written into sidecars.
+_ROLES = {"flair": "FLAIR", "t1": "T1w", "t2": "T2w", "t1ce": "ce-gadolinium_T1w"}
+
+
+def nipype_config(crash_dir: Path) -> dict[str, dict[str, Any]]:
+    """nipype execution settings: no network, crash files in ``crash_dir``, quiet."""
+    return {
+        "execution": {
+            "crashdump_dir": str(crash_dir),
+            "crashfile_format": "txt",
+            "stop_on_first_crash": True,
+            "remove_unnecessary_outputs": False,
+            "hash_method": "content",
+            "poll_sleep_duration": 0.01,
+            "check_version": False,
+        },
+        "monitoring": {"enabled": False},
+    }
+
+
+def run_visit_workflow(
+    visit: VisitInputs,
+    out_dir: str | os.PathLike[str],
+    *,
+    settings: Settings,
+    n_procs: int,
+    work_dir: str | os.PathLike[str],
+) -> dict[str, Any]:
+    """Run :func:`~lesionq.workflows.visit.init_visit_wf` for one visit and publish it.
+
+    Returns
+    -------
+    dict
+        ``visits.tsv`` fields measured for the visit (counts, volumes, contrasts
+        used, whether the input was already skull-stripped).
+    """
+    os.environ.setdefault("NIPYPE_NO_ET", "1")
+    from nipype import config as nipype_cfg
+
+    from ..workflows.visit import init_visit_wf
+
+    files = visit.files
+    contrasts = tuple(k for k in ("t1", "t2", "t1ce") if files.get(k) is not None)
+    tag = f"sub_{visit.subject}" + (f"_ses_{visit.session}" if visit.session else "")
+    work = Path(work_dir) / tag
+    work.mkdir(parents=True, exist_ok=True)
+    atlas = settings.section("template")
+    wf = init_visit_wf(
+        contrasts=contrasts,
+        bias=settings.section("bias"),
+        brain=settings.section("brain"),
+        registration=settings.section("registration"),
+        template={k: v for k, v in atlas.items() if k != "enabled"},
+        segmentation=settings.section("segmentation"),
+        lesions=settings.section("lesions"),
+        use_atlas=bool(atlas.get("enabled", True)),
+        n_threads=n_procs,
+        name=tag,
+    )
+    wf.base_dir = str(work)
+    wf.config = nipype_config(work / "crash")
+    nipype_cfg.set("execution", "check_version", "false")
+    inputnode = wf.get_node("inputnode")
+    inputnode.inputs.flair = str(files["flair"])
+    for key in contrasts:
+        setattr(inputnode.inputs, key, str(files[key]))
+    graph = wf.run(plugin="Linear")
+    outnode = next(n for n in graph.nodes() if n.name == "outputnode")
+    outs = outnode.result.outputs.get()
+
+    publish = {k: outs[k] for k in _ALWAYS}
+    publish.update({k: outs[k] for k in _OPTIONAL if _defined(outs.get(k))})
+    prov = provenance(settings, {_ROLES[k]: files[k] for k in ("flair", *contrasts)})
+    publish_visit(out_dir, visit.subject, visit.session, publish, prov=prov,
+                  extra={"t2_mask": {"LesionCount": int(outs["t2_count"]),
+                                     "LesionVolume_mm3": float(outs["t2_volume_mm3"])}})
+    return {
+        "t2_count": int(outs["t2_count"]),
+        "t2_volume_mm3": round(float(outs["t2_volume_mm3"]), 3),
+        "brain_volume_mm3": round(float(outs["brain_volume_mm3"]), 1),
+        "contrasts_used": "+".join(_ROLES[k] for k in ("flair", *contrasts)),
+        "skull_stripped_input": bool(outs["skull_stripped"]),
+    }
+
+
+def _defined(value: Any) -> bool:
+    from nipype.interfaces.base import isdefined
+
+    return value is not None and isdefined(value)

@@ -1,0 +1,1 @@
+"""lesionq.cli."""

@@ -1,0 +1,147 @@
+"""The per-visit nipype workflow: FLAIR (+ optional T1w, T2w, ce-T1w) -> T2 lesions.
+
+Graph (nodes present only for the contrasts the visit has)::
+
+    inputnode ─ prep_flair ─┬─ coreg_t1 ─┐
+                            ├─ coreg_t2 ─┤
+                            ├─ coreg_t1ce│
+                            ├─ atlas ────┤ (template registration -> priors)
+                            └────────────┴─ segment_t2 ─ tabulate ─ outputnode
+
+No numerics and no global configuration here: every parameter is an explicit
+keyword of :func:`init_visit_wf`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from nipype.interfaces.utility import IdentityInterface
+from nipype.pipeline import engine as pe
+
+from ..interfaces.visit import (
+    AtlasPriors,
+    CoregisterToFLAIR,
+    PrepareFLAIR,
+    SegmentT2,
+    TabulateLesions,
+)
+
+__all__ = ["init_visit_wf", "VISIT_OUTPUTS", "COREG_CONTRASTS"]
+
+#: Optional contrast key -> (BIDS-ish contrast name, output key prefix).
+COREG_CONTRASTS: Mapping[str, str] = {"t1": "T1w", "t2": "T2w", "t1ce": "ce-gadolinium_T1w"}
+
+#: Fields of the workflow's outputnode.
+VISIT_OUTPUTS = (
+    "flair_preproc", "brain_mask", "skull_stripped",
+    "t1_coreg", "t2_coreg", "t1ce_coreg", "xfm_t1", "xfm_t2", "xfm_t1ce", "xfm_template",
+    "t2_probseg", "t2_mask", "t2_labels", "lesions", "t2_count", "t2_volume_mm3",
+    "brain_volume_mm3",
+)
+
+
+def init_visit_wf(
+    *,
+    contrasts: tuple[str, ...] = (),
+    bias: Mapping[str, Any],
+    brain: Mapping[str, Any],
+    registration: Mapping[str, Any],
+    template: Mapping[str, Any],
+    segmentation: Mapping[str, Any],
+    lesions: Mapping[str, Any],
+    use_atlas: bool = True,
+    atlas_dir: str | None = None,
+    n_threads: int = 1,
+    name: str = "visit_wf",
+) -> pe.Workflow:
+    """Build the visit workflow.
+
+    Parameters
+    ----------
+    contrasts : tuple of str
+        Optional contrasts present for this visit, among ``"t1"``, ``"t2"``,
+        ``"t1ce"`` (FLAIR is always required). Each gets a co-registration node.
+    bias, brain, registration, template, segmentation, lesions : mapping
+        The protocol sections of the same names (see ``pipelines/*.toml``).
+    use_atlas : bool
+        Register the atlas template and feed its priors and location map to
+        segmentation and the lesion table. Without it, lesions get location
+        ``n/a`` and segmentation runs without priors.
+    atlas_dir : str, optional
+        Atlas folder; default the bundled ``atlases/``.
+    n_threads : int
+        Threads handed to each heavy node (nodes run one at a time).
+    name : str
+        Workflow name.
+
+    Returns
+    -------
+    nipype.pipeline.engine.Workflow
+        inputnode fields: ``flair`` and the names in ``contrasts``;
+        outputnode fields: :data:`VISIT_OUTPUTS`.
+    """
+    unknown = set(contrasts) - set(COREG_CONTRASTS)
+    if unknown:
+        raise ValueError(f"init_visit_wf: unknown contrasts {sorted(unknown)}; "
+                         f"known: {sorted(COREG_CONTRASTS)}")
+    if n_threads < 1:
+        raise ValueError(f"init_visit_wf: n_threads must be >= 1, got {n_threads}")
+    wf = pe.Workflow(name=name)
+    inputnode = pe.Node(IdentityInterface(fields=["flair", *contrasts]), name="inputnode")
+    outputnode = pe.Node(IdentityInterface(fields=list(VISIT_OUTPUTS)), name="outputnode")
+
+    prep = pe.Node(PrepareFLAIR(bias=dict(bias), brain=dict(brain), n_threads=n_threads),
+                   name="prep_flair", n_procs=n_threads, mem_gb=2.0)
+    wf.connect([
+        (inputnode, prep, [("flair", "flair")]),
+        (prep, outputnode, [("flair_preproc", "flair_preproc"), ("brain_mask", "brain_mask"),
+                            ("skull_stripped", "skull_stripped")]),
+    ])
+
+    seg = pe.Node(SegmentT2(segmentation=dict(segmentation), n_threads=n_threads),
+                  name="segment_t2", n_procs=n_threads, mem_gb=2.0)
+    tab = pe.Node(TabulateLesions(lesions=dict(lesions), n_threads=n_threads),
+                  name="tabulate", n_procs=n_threads, mem_gb=1.0)
+    wf.connect([
+        (prep, seg, [("flair_preproc", "flair_preproc"), ("brain_mask", "brain_mask")]),
+        (prep, tab, [("flair_preproc", "flair_preproc"), ("brain_mask", "brain_mask")]),
+        (seg, tab, [("mask", "mask"), ("probseg", "probseg")]),
+        (seg, outputnode, [("probseg", "t2_probseg"), ("mask", "t2_mask")]),
+        (tab, outputnode, [("labels", "t2_labels"), ("table", "lesions"),
+                           ("t2_count", "t2_count"), ("t2_volume_mm3", "t2_volume_mm3"),
+                           ("brain_volume_mm3", "brain_volume_mm3")]),
+    ])
+
+    coreg_nodes = {}
+    for key in contrasts:
+        node = pe.Node(
+            CoregisterToFLAIR(contrast=COREG_CONTRASTS[key], bias=dict(bias),
+                              registration=dict(registration), n_threads=n_threads),
+            name=f"coreg_{key}", n_procs=n_threads, mem_gb=1.0)
+        coreg_nodes[key] = node
+        wf.connect([
+            (inputnode, node, [(key, "moving")]),
+            (prep, node, [("flair_preproc", "flair_preproc"), ("brain_mask", "brain_mask"),
+                          ("skull_stripped", "skull_stripped")]),
+            (node, outputnode, [("out_file", f"{key}_coreg"), ("xfm", f"xfm_{key}")]),
+        ])
+    if "t1" in coreg_nodes:
+        wf.connect(coreg_nodes["t1"], "out_file", seg, "t1")
+    if "t2" in coreg_nodes:
+        wf.connect(coreg_nodes["t2"], "out_file", seg, "t2")
+
+    if use_atlas:
+        atlas = pe.Node(AtlasPriors(template=dict(template), n_threads=n_threads,
+                                    atlas_dir=atlas_dir or ""),
+                        name="atlas", n_procs=n_threads, mem_gb=1.5)
+        wf.connect([
+            (prep, atlas, [("flair_preproc", "flair_preproc"), ("brain_mask", "brain_mask")]),
+            (atlas, seg, [("wm", "wm"), ("gm", "gm"), ("csf", "csf"), ("location", "location")]),
+            (atlas, tab, [("location", "location")]),
+            (atlas, outputnode, [("xfm", "xfm_template")]),
+        ])
+        if "t1" in coreg_nodes:
+            wf.connect(coreg_nodes["t1"], "out_file", atlas, "t1")
+    return wf
