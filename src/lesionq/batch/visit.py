@@ -60,8 +60,8 @@ def run_visit_workflow(
 
     from ..workflows.visit import init_visit_wf
 
-    files = visit.files
-    contrasts = tuple(k for k in ("t1", "t2", "t1ce") if files.get(k) is not None)
+    files = visit.images()
+    contrasts = tuple(k for k in ("t1", "t2", "t1ce") if k in files)
     tag = f"sub_{visit.subject}" + (f"_ses_{visit.session}" if visit.session else "")
     work = Path(work_dir) / tag
     work.mkdir(parents=True, exist_ok=True)
