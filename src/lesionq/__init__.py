@@ -1,11 +1,27 @@
 """lesionq: MS lesion quantification for clinical trials.
 
 Importing the package has no side effects: no logging set-up, no environment
-changes, no network.
+changes, no network. The public API is loaded lazily on first use.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 __version__ = "0.1.0"
 
-__all__ = ["__version__"]
+__all__ = ["__version__", "segment_t2", "run", "check", "load_protocol", "T2Result"]
+
+_API = {"segment_t2", "run", "check", "T2Result"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _API:
+        from . import api
+
+        return getattr(api, name)
+    if name == "load_protocol":
+        from .config import load_protocol
+
+        return load_protocol
+    raise AttributeError(f"module 'lesionq' has no attribute {name!r}")

@@ -187,6 +187,9 @@ def run_dataset(
     -------
     RunSummary
     """
+    from ..steps import validate_settings
+
+    validate_settings(settings)
     out = Path(out_dir)
     visits = discover(bids_dir, participant_labels=participant_labels)
     if not visits:

@@ -74,6 +74,7 @@ def run_visit_workflow(
         template={k: v for k, v in atlas.items() if k != "enabled"},
         segmentation=settings.section("segmentation"),
         lesions=settings.section("lesions"),
+        location=settings.section("location"),
         use_atlas=bool(atlas.get("enabled", True)),
         n_threads=n_procs,
         name=tag,

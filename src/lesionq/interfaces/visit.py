@@ -222,6 +222,7 @@ class _TabulateInputSpec(_ThreadsInputSpec):
     probseg = File(exists=True)
     location = File(exists=True)
     lesions = traits.Dict(desc="[lesions] protocol section")
+    location_rules = traits.Dict(desc="[location] protocol section")
 
 
 class _TabulateOutputSpec(TraitedSpec):
@@ -249,6 +250,7 @@ class TabulateLesions(SimpleInterface):
             self.inputs.location) else None
         res = tabulate_lesions(mask, flair=flair, brain_mask=brain, probability=prob,
                                location=loc, lesions=dict(self.inputs.lesions),
+                               location_rules=dict(self.inputs.location_rules),
                                n_threads=self.inputs.n_threads)
         self._results["labels"] = str(save_image(
             res.labels.array, res.labels.affine, _out(runtime, "labels.nii.gz"), dtype=np.int32))

@@ -51,6 +51,7 @@ def init_visit_wf(
     template: Mapping[str, Any],
     segmentation: Mapping[str, Any],
     lesions: Mapping[str, Any],
+    location: Mapping[str, Any],
     use_atlas: bool = True,
     atlas_dir: str | None = None,
     n_threads: int = 1,
@@ -63,7 +64,7 @@ def init_visit_wf(
     contrasts : tuple of str
         Optional contrasts present for this visit, among ``"t1"``, ``"t2"``,
         ``"t1ce"`` (FLAIR is always required). Each gets a co-registration node.
-    bias, brain, registration, template, segmentation, lesions : mapping
+    bias, brain, registration, template, segmentation, lesions, location : mapping
         The protocol sections of the same names (see ``pipelines/*.toml``).
     use_atlas : bool
         Register the atlas template and feed its priors and location map to
@@ -102,7 +103,8 @@ def init_visit_wf(
 
     seg = pe.Node(SegmentT2(segmentation=dict(segmentation), n_threads=n_threads),
                   name="segment_t2", n_procs=n_threads, mem_gb=2.0)
-    tab = pe.Node(TabulateLesions(lesions=dict(lesions), n_threads=n_threads),
+    tab = pe.Node(TabulateLesions(lesions=dict(lesions), location_rules=dict(location),
+                                  n_threads=n_threads),
                   name="tabulate", n_procs=n_threads, mem_gb=1.0)
     wf.connect([
         (prep, seg, [("flair_preproc", "flair_preproc"), ("brain_mask", "brain_mask")]),

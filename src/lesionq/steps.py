@@ -1,0 +1,347 @@
+"""In-memory processing steps of one visit, shared by the nipype interfaces and the API.
+
+Each step takes :class:`~lesionq.types.Volume` objects (arrays + RAS affines) and
+plain parameter mappings (protocol sections), composes the pure core with the
+SimpleITK layers (preprocess, registration), and returns frozen results. No
+files are read or written here: :mod:`lesionq.interfaces` adds that, and
+:mod:`lesionq.api` calls these directly on in-memory images.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import SimpleITK as sitk
+
+from .core.components import label_lesions, lesion_table
+from .core.location import classify_locations
+from .core.units import voxels_to_mm3
+from .types import Volume
+
+__all__ = [
+    "PreparedFLAIR",
+    "Coregistered",
+    "AtlasMaps",
+    "Segmented",
+    "Tabulated",
+    "prepare_flair",
+    "coregister_to_flair",
+    "atlas_priors",
+    "segment_t2_volumes",
+    "tabulate_lesions",
+    "validate_settings",
+    "LESION_TABLE_COLUMNS",
+]
+
+LOGGER = logging.getLogger(__name__)
+
+#: Columns of ``lesions.tsv`` (see README "Outputs").
+LESION_TABLE_COLUMNS: tuple[str, ...] = (
+    "lesion_id", "label", "volume_mm3", "n_voxels",
+    "centroid_x_mm", "centroid_y_mm", "centroid_z_mm", "location",
+    "flair_mean", "flair_max", "probability_mean",
+    "bbox_i_min", "bbox_j_min", "bbox_k_min", "bbox_i_max", "bbox_j_max", "bbox_k_max",
+)
+
+
+@dataclass(frozen=True)
+class PreparedFLAIR:
+    """Bias-corrected FLAIR, brain mask, and whether the input was already skull-stripped."""
+
+    flair: Volume
+    brain_mask: Volume
+    skull_stripped: bool
+
+
+@dataclass(frozen=True)
+class Coregistered:
+    """A contrast resampled onto the FLAIR grid and the transform used."""
+
+    image: Volume
+    transform: sitk.Transform
+
+
+@dataclass(frozen=True)
+class AtlasMaps:
+    """Atlas priors on the FLAIR grid (keys ``wm``, ``gm``, ``csf``, ``location``)."""
+
+    maps: Mapping[str, Volume]
+    transform: sitk.Transform
+
+
+@dataclass(frozen=True)
+class Segmented:
+    """Lesion probability (float32, 0..1) and binary mask on the FLAIR grid."""
+
+    probability: Volume
+    mask: Volume
+
+
+@dataclass(frozen=True)
+class Tabulated:
+    """Lesion labels, the lesion table, and the visit's totals."""
+
+    labels: Volume
+    table: pd.DataFrame
+    count: int
+    volume_mm3: float
+    brain_volume_mm3: float
+
+
+def prepare_flair(
+    flair: Volume, *, bias: Mapping[str, Any], brain: Mapping[str, Any], n_threads: int = 1
+) -> PreparedFLAIR:
+    """Bias-correct the FLAIR and find the brain (or take the support of a stripped input).
+
+    Parameters
+    ----------
+    flair : Volume
+        Raw FLAIR on its acquisition grid.
+    bias : mapping
+        Keyword parameters of :func:`lesionq.preprocess.bias.n4_correct`.
+    brain : mapping
+        Keyword parameters of :func:`lesionq.preprocess.brain.brain_mask`.
+    n_threads : int
+        Thread budget.
+
+    Returns
+    -------
+    PreparedFLAIR
+        Everything on the input FLAIR grid.
+    """
+    from .preprocess.bias import n4_correct
+    from .preprocess.brain import brain_mask as find_brain
+    from .preprocess.brain import is_skull_stripped
+
+    arr = np.asarray(flair.array, dtype=np.float32)
+    stripped = bool(is_skull_stripped(arr))
+    mask = find_brain(arr, flair.affine, skull_stripped=stripped, n_threads=n_threads, **brain)
+    corrected = n4_correct(arr, flair.affine, mask=mask, n_threads=n_threads, **bias)
+    return PreparedFLAIR(
+        flair=Volume(corrected.astype(np.float32), flair.affine, "FLAIR"),
+        brain_mask=Volume(mask.astype(np.uint8), flair.affine, "mask"),
+        skull_stripped=stripped,
+    )
+
+
+def coregister_to_flair(
+    moving: Volume,
+    flair: Volume,
+    brain_mask: Volume,
+    *,
+    skull_stripped: bool = False,
+    bias: Mapping[str, Any],
+    registration: Mapping[str, Any],
+    n_threads: int = 1,
+) -> Coregistered:
+    """Rigidly register a contrast (T1w, T2w, ce-T1w) to the FLAIR and resample it there.
+
+    The contrast is bias-corrected on its own grid first; the transform is
+    estimated with the FLAIR brain mask as fixed mask and applied with linear
+    interpolation. ``registration`` holds the keyword parameters of
+    :func:`lesionq.registration.rigid.estimate_rigid` plus ``trust_same_grid``
+    (bool): when true and the contrast shares the FLAIR's voxel grid, it is taken
+    as already co-registered (identity transform), as for template-space data.
+
+    Returns
+    -------
+    Coregistered
+        ``image`` on the FLAIR grid; ``transform`` maps FLAIR (LPS) points to
+        contrast points (ITK convention).
+    """
+    from .preprocess.bias import n4_correct
+    from .registration.rigid import estimate_rigid, resample_to
+
+    params = dict(registration)
+    trust_same_grid = bool(params.pop("trust_same_grid", False))
+    arr = np.asarray(moving.array, dtype=np.float32)
+    corrected = n4_correct(arr, moving.affine, mask=None, n_threads=n_threads, **bias)
+    fixed_mask = np.asarray(brain_mask.array) > 0
+    if trust_same_grid and moving.same_grid(flair):
+        # same voxel grid as the FLAIR: already co-registered (e.g. template-space
+        # inputs); an identity transform is recorded instead of a re-estimate
+        LOGGER.info("%s shares the FLAIR grid: taken as co-registered", moving.kind)
+        tx: sitk.Transform = sitk.Euler3DTransform()
+    else:
+        tx = estimate_rigid(flair.array, flair.affine, corrected, moving.affine,
+                            fixed_mask=fixed_mask, n_threads=n_threads, **params)
+    out = resample_to(corrected, moving.affine, flair.shape, flair.affine, tx,
+                      interpolation="linear", n_threads=n_threads)
+    if skull_stripped:
+        out = np.where(fixed_mask, out, 0)
+    return Coregistered(Volume(out.astype(np.float32), flair.affine, moving.kind), tx)
+
+
+def atlas_priors(
+    flair: Volume,
+    brain_mask: Volume,
+    *,
+    t1: Volume | None = None,
+    atlas_dir: str | None = None,
+    template: Mapping[str, Any],
+    n_threads: int = 1,
+) -> AtlasMaps:
+    """Register the atlas template to the visit and resample its maps onto the FLAIR grid.
+
+    The T1 template is registered (affine, mutual information) to the visit's
+    T1w when present (same contrast), otherwise to the FLAIR; priors are
+    resampled with linear interpolation, the location map with nearest neighbour.
+
+    Returns
+    -------
+    AtlasMaps
+    """
+    from .io.atlas import load_atlas
+    from .registration.rigid import register_template, resample_to
+
+    atlas = load_atlas(atlas_dir)
+    ref = t1 if t1 is not None else flair
+    mask = np.asarray(brain_mask.array) > 0
+    tx = register_template(atlas.t1w_scaled(), atlas.affine, ref.array, ref.affine, mask,
+                           template_mask=atlas.brain_mask, n_threads=n_threads, **template)
+    maps: dict[str, Volume] = {}
+    for key in ("wm", "gm", "csf"):
+        arr = resample_to(atlas.probability(key), atlas.affine, flair.shape, flair.affine, tx,
+                          interpolation="linear", n_threads=n_threads)
+        maps[key] = Volume(np.clip(arr, 0, 1).astype(np.float32), flair.affine, key)
+    loc = resample_to(atlas.location, atlas.affine, flair.shape, flair.affine, tx,
+                      interpolation="nearest", n_threads=n_threads)
+    maps["location"] = Volume(loc.astype(np.uint8), flair.affine, "location")
+    return AtlasMaps(maps=maps, transform=tx)
+
+
+def segment_t2_volumes(
+    flair: Volume,
+    brain_mask: Volume,
+    *,
+    t1: Volume | None = None,
+    t2: Volume | None = None,
+    priors: Mapping[str, Volume] | None = None,
+    segmentation: Mapping[str, Any],
+    n_threads: int = 1,
+) -> Segmented:
+    """T2/FLAIR lesion probability and mask (see :mod:`lesionq.core.segmentation`)."""
+    from .core.segmentation import segment_lesions
+
+    prior_arrays = None
+    if priors is not None:
+        prior_arrays = {k: np.asarray(v.array) for k, v in priors.items()}
+    res = segment_lesions(
+        np.asarray(flair.array, dtype=np.float32),
+        np.asarray(brain_mask.array) > 0,
+        flair.voxel_size_mm,
+        t1=None if t1 is None else np.asarray(t1.array, dtype=np.float32),
+        t2=None if t2 is None else np.asarray(t2.array, dtype=np.float32),
+        priors=prior_arrays,
+        **dict(segmentation),
+    )
+    return Segmented(
+        probability=Volume(np.asarray(res.probability, dtype=np.float32), flair.affine, "probseg"),
+        mask=Volume(np.asarray(res.mask).astype(np.uint8), flair.affine, "mask"),
+    )
+
+
+def tabulate_lesions(
+    mask: Volume,
+    *,
+    flair: Volume,
+    brain_mask: Volume,
+    probability: Volume | None = None,
+    location: Volume | None = None,
+    lesions: Mapping[str, Any],
+    location_rules: Mapping[str, Any] | None = None,
+    n_threads: int = 1,
+) -> Tabulated:
+    """Label lesions (26-connected, minimum volume in mm3) and measure each one.
+
+    Parameters
+    ----------
+    mask : Volume
+        Binary lesion mask on the FLAIR grid.
+    flair : Volume
+        Intensity image for per-lesion FLAIR statistics.
+    brain_mask : Volume
+        For the brain volume reported per visit.
+    probability : Volume, optional
+        Lesion probability, for the mean probability per lesion.
+    location : Volume, optional
+        Atlas location map on the FLAIR grid; without it ``location`` is ``n/a``.
+    lesions : mapping
+        Keyword parameters of :func:`lesionq.core.components.label_lesions`
+        (``min_volume_mm3``, ``connectivity``).
+    location_rules : mapping, optional
+        Keyword parameters of :func:`lesionq.core.location.classify_locations`.
+
+    Returns
+    -------
+    Tabulated
+        Rows in ``lesion_id`` order; columns :data:`LESION_TABLE_COLUMNS`.
+    """
+    vs = mask.voxel_size_mm
+    labels, n = label_lesions(np.asarray(mask.array) > 0, vs, **dict(lesions))
+    loc_classes = None
+    if location is not None and n:
+        loc_classes = classify_locations(labels, np.asarray(location.array), vs,
+                                         **dict(location_rules or {}))
+    table = lesion_table(labels, mask.affine, location=loc_classes,
+                         intensity=np.asarray(flair.array, dtype=np.float32))
+    cols = table.columns()
+    df = pd.DataFrame({k: cols[k] for k in cols if k not in ("mean_intensity", "max_intensity")})
+    df["label"] = "T2"
+    if "location" not in df:
+        df["location"] = pd.Series([pd.NA] * len(df), dtype=object)
+    df["flair_mean"] = cols.get("mean_intensity", np.full(len(df), np.nan))
+    df["flair_max"] = cols.get("max_intensity", np.full(len(df), np.nan))
+    if probability is not None and n:
+        import scipy.ndimage as ndi
+
+        ids = np.asarray(table.lesion_id)
+        df["probability_mean"] = ndi.mean(np.asarray(probability.array), labels, ids)
+    else:
+        df["probability_mean"] = np.nan
+    df = df[list(LESION_TABLE_COLUMNS)].round(
+        {"volume_mm3": 3, "centroid_x_mm": 2, "centroid_y_mm": 2, "centroid_z_mm": 2,
+         "flair_mean": 3, "flair_max": 3, "probability_mean": 4})
+    brain_vol = float(voxels_to_mm3(int(np.count_nonzero(brain_mask.array)), vs))
+    return Tabulated(
+        labels=Volume(labels.astype(np.int32), mask.affine, "labels"),
+        table=df,
+        count=int(n),
+        volume_mm3=float(table.total_volume_mm3),
+        brain_volume_mm3=brain_vol,
+    )
+
+
+def protocol_functions() -> dict[str, tuple[Any, tuple[str, ...]]]:
+    """Protocol section -> (function whose keywords it holds, keys handled by the steps)."""
+    from .core.segmentation import segment_lesions
+    from .preprocess.bias import n4_correct
+    from .preprocess.brain import brain_mask
+    from .registration.rigid import estimate_rigid, register_template
+
+    return {
+        "bias": (n4_correct, ()),
+        "brain": (brain_mask, ()),
+        "registration": (estimate_rigid, ("trust_same_grid",)),
+        "template": (register_template, ("enabled",)),
+        "segmentation": (segment_lesions, ()),
+        "lesions": (label_lesions, ()),
+        "location": (classify_locations, ()),
+    }
+
+
+def validate_settings(settings: Any) -> None:
+    """Check every protocol section against the function it parameterises.
+
+    Raises
+    ------
+    lesionq.errors.ConfigError
+        A key is not a parameter of its function (typo, removed setting).
+    """
+    for section, (func, handled) in protocol_functions().items():
+        settings.kwargs_for(section, func, exclude=handled)

@@ -1,0 +1,40 @@
+"""Build-only tests of the visit workflow over its options."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+from lesionq.workflows.visit import VISIT_OUTPUTS, init_visit_wf
+
+SECTIONS = dict(bias={}, brain={}, registration={}, template={}, segmentation={}, lesions={},
+                location={})
+
+
+@pytest.mark.parametrize(
+    ("contrasts", "use_atlas"),
+    [(c, a) for n in range(4) for c in itertools.combinations(("t1", "t2", "t1ce"), n)
+     for a in (True, False)],
+)
+def test_graph_has_one_coreg_node_per_contrast(contrasts, use_atlas):
+    wf = init_visit_wf(contrasts=contrasts, use_atlas=use_atlas, n_threads=2, **SECTIONS)
+    names = set(wf.list_node_names())
+    assert {"inputnode", "outputnode", "prep_flair", "segment_t2", "tabulate"} <= names
+    assert {f"coreg_{c}" for c in contrasts} == {n for n in names if n.startswith("coreg_")}
+    assert ("atlas" in names) == use_atlas
+    assert set(VISIT_OUTPUTS) <= set(wf.get_node("outputnode").inputs.copyable_trait_names())
+    seg = wf.get_node("segment_t2")
+    assert seg.n_procs == 2
+    # T1/T2 feed the segmentation only when present
+    preds = {p.name for p in wf._graph.predecessors(seg)}
+    assert ("coreg_t1" in preds) == ("t1" in contrasts)
+    assert ("coreg_t2" in preds) == ("t2" in contrasts)
+    assert "coreg_t1ce" not in preds
+
+
+def test_bad_options_are_rejected():
+    with pytest.raises(ValueError, match="unknown contrasts"):
+        init_visit_wf(contrasts=("dwi",), **SECTIONS)
+    with pytest.raises(ValueError, match="n_threads"):
+        init_visit_wf(n_threads=0, **SECTIONS)
