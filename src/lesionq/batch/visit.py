@@ -87,8 +87,7 @@ def run_visit_workflow(
     for key in contrasts:
         setattr(inputnode.inputs, key, str(files[key]))
     graph = wf.run(plugin="Linear")
-    outnode = next(n for n in graph.nodes() if n.name == "outputnode")
-    outs = outnode.result.outputs.get()
+    outs = _collect_outputs(wf, graph)
 
     publish = {k: outs[k] for k in _ALWAYS}
     publish.update({k: outs[k] for k in _OPTIONAL if _defined(outs.get(k))})
@@ -103,6 +102,27 @@ def run_visit_workflow(
         "contrasts_used": "+".join(_ROLES[k] for k in ("flair", *contrasts)),
         "skull_stripped_input": bool(outs["skull_stripped"]),
     }
+
+
+def _collect_outputs(wf: Any, graph: Any) -> dict[str, Any]:
+    """Values that reached the workflow's outputnode.
+
+    nipype drops identity nodes from the executed graph, so each outputnode
+    field is read from the node and field that feed it.
+    """
+    outputnode = wf.get_node("outputnode")
+    sources: dict[str, tuple[str, str]] = {}
+    for src_node, _, data in wf._graph.in_edges(outputnode, data=True):
+        for src_field, dst_field in data["connect"]:
+            sources[dst_field] = (src_node.name, src_field)
+    executed = {node.name: node for node in graph.nodes()}
+    results: dict[str, dict[str, Any]] = {}
+    outs: dict[str, Any] = {}
+    for dst_field, (node_name, src_field) in sources.items():
+        if node_name not in results:
+            results[node_name] = executed[node_name].result.outputs.get()
+        outs[dst_field] = results[node_name][src_field]
+    return outs
 
 
 def _defined(value: Any) -> bool:
