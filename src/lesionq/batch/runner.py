@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
 import time
 from collections.abc import Callable, Sequence
@@ -86,9 +87,24 @@ def _base_row(visit: VisitInputs, settings: Settings) -> dict[str, Any]:
     }
 
 
+_EXC_LINE = re.compile(r"^\s*(?:[\w]+\.)*(?P<name>\w+(?:Error|Exception)):\s*(?P<msg>.+)$")
+
+
 def _reason(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    first = text[0] if text else ""
+    """One-line reason for ``visits.tsv``.
+
+    nipype wraps a node's exception in ``NodeExecutionError`` whose message
+    holds the node's traceback; the original exception (its last line) is what a
+    reader needs, e.g. ``MissingInputError: .../FLAIR.nii.gz: file not found``.
+    """
+    lines = [ln for ln in str(exc).strip().splitlines() if ln.strip()]
+    if type(exc).__name__ == "NodeExecutionError":
+        for line in reversed(lines):
+            m = _EXC_LINE.match(line)
+            if m:
+                node = lines[0].rstrip(".").split()[-1] if lines else "?"
+                return f"{m['name']}: {m['msg'].strip()} (node {node})"
+    first = lines[0] if lines else ""
     return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
 
 
@@ -190,13 +206,15 @@ def run_dataset(
     from ..steps import validate_settings
 
     validate_settings(settings)
-    out = Path(out_dir)
+    # absolute paths: nipype runs each node in its own working folder
+    bids_dir = Path(bids_dir).resolve()
+    out = Path(out_dir).resolve()
     visits = discover(bids_dir, participant_labels=participant_labels)
     if not visits:
         raise MissingInputError(f"{bids_dir}: no visits with anatomical scans found")
     out.mkdir(parents=True, exist_ok=True)
     write_dataset_description(out, source_dir=str(bids_dir))
-    work = Path(work_dir) if work_dir is not None else out / ".lesionq-work"
+    work = Path(work_dir).resolve() if work_dir is not None else out / ".lesionq-work"
     rows: list[dict[str, Any]] = []
     for i, visit in enumerate(visits, start=1):
         label = f"sub-{visit.subject}" + (f" ses-{visit.session}" if visit.session else "")

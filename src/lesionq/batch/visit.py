@@ -36,6 +36,12 @@ def nipype_config(crash_dir: Path) -> dict[str, dict[str, Any]]:
             "check_version": False,
         },
         "monitoring": {"enabled": False},
+        "logging": {
+            "workflow_level": "WARNING",
+            "interface_level": "WARNING",
+            "utils_level": "WARNING",
+            "log_to_file": False,
+        },
     }
 
 
@@ -57,6 +63,7 @@ def run_visit_workflow(
     """
     os.environ.setdefault("NIPYPE_NO_ET", "1")
     from nipype import config as nipype_cfg
+    from nipype import logging as nipype_logging
 
     from ..workflows.visit import init_visit_wf
 
@@ -82,6 +89,9 @@ def run_visit_workflow(
     wf.base_dir = str(work)
     wf.config = nipype_config(work / "crash")
     nipype_cfg.set("execution", "check_version", "false")
+    for key, value in wf.config["logging"].items():
+        nipype_cfg.set("logging", key, str(value).lower() if isinstance(value, bool) else value)
+    nipype_logging.update_logging(nipype_cfg)
     inputnode = wf.get_node("inputnode")
     inputnode.inputs.flair = str(files["flair"])
     for key in contrasts:

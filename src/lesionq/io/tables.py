@@ -37,6 +37,12 @@ VISIT_COLUMNS: tuple[str, ...] = (
     "duration_s",
 )
 
+#: Column dtypes of ``visits.tsv`` (nullable, so failed visits keep integer counts).
+VISIT_DTYPES: dict[str, str] = {
+    "t2_count": "Int64",
+    "skull_stripped_input": "boolean",
+}
+
 #: Columns identifying one visit.
 VISIT_KEY: tuple[str, str] = ("participant_id", "session_id")
 
@@ -87,6 +93,9 @@ def update_visits_table(
         merged = pd.concat([old, new], ignore_index=True) if not old.empty else new
     else:
         merged = new
+    for col, dtype in VISIT_DTYPES.items():
+        if col in merged.columns:
+            merged[col] = merged[col].astype(dtype)
     extra = [c for c in merged.columns if c not in columns]
     merged = merged[list(columns) + extra]
     merged = merged.sort_values(list(VISIT_KEY), kind="stable", na_position="first")
