@@ -7,7 +7,6 @@ plain dicts (a protocol section), so nipype's input hashing covers them.
 
 from __future__ import annotations
 
-
 from pathlib import Path
 from typing import Any
 
@@ -77,14 +76,28 @@ class PrepareFLAIR(SimpleInterface):
         from ..steps import prepare_flair
 
         flair = _load(self.inputs.flair, "FLAIR")
-        res = prepare_flair(flair, bias=dict(self.inputs.bias), brain=dict(self.inputs.brain),
-                            n_threads=self.inputs.n_threads)
+        res = prepare_flair(
+            flair,
+            bias=dict(self.inputs.bias),
+            brain=dict(self.inputs.brain),
+            n_threads=self.inputs.n_threads,
+        )
         self._results["flair_preproc"] = str(
-            save_image(res.flair.array, res.flair.affine, _out(runtime, "flair_preproc.nii.gz"),
-                       dtype=np.float32))
+            save_image(
+                res.flair.array,
+                res.flair.affine,
+                _out(runtime, "flair_preproc.nii.gz"),
+                dtype=np.float32,
+            )
+        )
         self._results["brain_mask"] = str(
-            save_image(res.brain_mask.array, res.brain_mask.affine,
-                       _out(runtime, "brain_mask.nii.gz"), dtype=np.uint8))
+            save_image(
+                res.brain_mask.array,
+                res.brain_mask.affine,
+                _out(runtime, "brain_mask.nii.gz"),
+                dtype=np.uint8,
+            )
+        )
         self._results["skull_stripped"] = bool(res.skull_stripped)
         return runtime
 
@@ -118,11 +131,19 @@ class CoregisterToFLAIR(SimpleInterface):
         flair = _load(self.inputs.flair_preproc, "FLAIR")
         mask = _load(self.inputs.brain_mask, "mask", dtype=np.uint8)
         res = coregister_to_flair(
-            moving, flair, mask, skull_stripped=self.inputs.skull_stripped,
-            bias=dict(self.inputs.bias), registration=dict(self.inputs.registration),
-            n_threads=self.inputs.n_threads)
-        self._results["out_file"] = str(save_image(
-            res.image.array, res.image.affine, _out(runtime, "coreg.nii.gz"), dtype=np.float32))
+            moving,
+            flair,
+            mask,
+            skull_stripped=self.inputs.skull_stripped,
+            bias=dict(self.inputs.bias),
+            registration=dict(self.inputs.registration),
+            n_threads=self.inputs.n_threads,
+        )
+        self._results["out_file"] = str(
+            save_image(
+                res.image.array, res.image.affine, _out(runtime, "coreg.nii.gz"), dtype=np.float32
+            )
+        )
         self._results["xfm"] = str(write_transform(res.transform, _out(runtime, "xfm.txt")))
         return runtime
 
@@ -156,13 +177,20 @@ class AtlasPriors(SimpleInterface):
         flair = _load(self.inputs.flair_preproc, "FLAIR")
         mask = _load(self.inputs.brain_mask, "mask", dtype=np.uint8)
         t1 = _load(self.inputs.t1, "T1w") if _opt(self.inputs.t1) else None
-        res = atlas_priors(flair, mask, t1=t1, atlas_dir=_opt(self.inputs.atlas_dir) or None,
-                           template=dict(self.inputs.template), n_threads=self.inputs.n_threads)
+        res = atlas_priors(
+            flair,
+            mask,
+            t1=t1,
+            atlas_dir=_opt(self.inputs.atlas_dir) or None,
+            template=dict(self.inputs.template),
+            n_threads=self.inputs.n_threads,
+        )
         for key in PRIOR_KEYS:
             vol = res.maps[key]
             dtype = np.uint8 if key == "location" else np.float32
-            self._results[key] = str(save_image(vol.array, vol.affine,
-                                                _out(runtime, f"prior_{key}.nii.gz"), dtype=dtype))
+            self._results[key] = str(
+                save_image(vol.array, vol.affine, _out(runtime, f"prior_{key}.nii.gz"), dtype=dtype)
+            )
         self._results["xfm"] = str(write_transform(res.transform, _out(runtime, "xfm.txt")))
         return runtime
 
@@ -200,17 +228,34 @@ class SegmentT2(SimpleInterface):
         t2 = _load(self.inputs.t2, "T2w") if _opt(self.inputs.t2) else None
         priors = None
         if _opt(self.inputs.wm):
-            priors = {k: _load(getattr(self.inputs, k), k,
-                               dtype=np.uint8 if k == "location" else np.float32)
-                      for k in PRIOR_KEYS}
-        res = segment_t2_volumes(flair, mask, t1=t1, t2=t2, priors=priors,
-                                 segmentation=dict(self.inputs.segmentation),
-                                 n_threads=self.inputs.n_threads)
-        self._results["probseg"] = str(save_image(
-            res.probability.array, res.probability.affine, _out(runtime, "probseg.nii.gz"),
-            dtype=np.float32))
-        self._results["mask"] = str(save_image(
-            res.mask.array, res.mask.affine, _out(runtime, "mask.nii.gz"), dtype=np.uint8))
+            priors = {
+                k: _load(
+                    getattr(self.inputs, k), k, dtype=np.uint8 if k == "location" else np.float32
+                )
+                for k in PRIOR_KEYS
+            }
+        res = segment_t2_volumes(
+            flair,
+            mask,
+            t1=t1,
+            t2=t2,
+            priors=priors,
+            segmentation=dict(self.inputs.segmentation),
+            n_threads=self.inputs.n_threads,
+        )
+        self._results["probseg"] = str(
+            save_image(
+                res.probability.array,
+                res.probability.affine,
+                _out(runtime, "probseg.nii.gz"),
+                dtype=np.float32,
+            )
+        )
+        self._results["mask"] = str(
+            save_image(
+                res.mask.array, res.mask.affine, _out(runtime, "mask.nii.gz"), dtype=np.uint8
+            )
+        )
         return runtime
 
 
@@ -246,18 +291,28 @@ class TabulateLesions(SimpleInterface):
         flair = _load(self.inputs.flair_preproc, "FLAIR")
         brain = _load(self.inputs.brain_mask, "mask", dtype=np.uint8)
         prob = _load(self.inputs.probseg, "probseg") if _opt(self.inputs.probseg) else None
-        loc = _load(self.inputs.location, "location", dtype=np.uint8) if _opt(
-            self.inputs.location) else None
-        res = tabulate_lesions(mask, flair=flair, brain_mask=brain, probability=prob,
-                               location=loc, lesions=dict(self.inputs.lesions),
-                               location_rules=dict(self.inputs.location_rules),
-                               n_threads=self.inputs.n_threads)
-        self._results["labels"] = str(save_image(
-            res.labels.array, res.labels.affine, _out(runtime, "labels.nii.gz"), dtype=np.int32))
+        loc = (
+            _load(self.inputs.location, "location", dtype=np.uint8)
+            if _opt(self.inputs.location)
+            else None
+        )
+        res = tabulate_lesions(
+            mask,
+            flair=flair,
+            brain_mask=brain,
+            probability=prob,
+            location=loc,
+            lesions=dict(self.inputs.lesions),
+            location_rules=dict(self.inputs.location_rules),
+            n_threads=self.inputs.n_threads,
+        )
+        self._results["labels"] = str(
+            save_image(
+                res.labels.array, res.labels.affine, _out(runtime, "labels.nii.gz"), dtype=np.int32
+            )
+        )
         self._results["table"] = str(write_tsv(res.table, _out(runtime, "lesions.tsv")))
         self._results["t2_count"] = int(res.count)
         self._results["t2_volume_mm3"] = float(res.volume_mm3)
         self._results["brain_volume_mm3"] = float(res.brain_volume_mm3)
         return runtime
-
-

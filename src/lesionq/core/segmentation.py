@@ -1,0 +1,596 @@
+"""T2/FLAIR hyperintense lesion segmentation (cross-sectional, one visit).
+
+Method
+------
+An unsupervised, rule-based outlier detector built on a tissue model of the
+visit itself; every threshold is in units of the image's own normal-appearing
+tissue noise, so nothing depends on the scanner's intensity scale.
+
+1. **Tissue model** (:func:`lesionq.core.tissue.estimate_tissues`): a
+   CSF/GM/WM Gaussian mixture on the T1 (or, without T1, on the FLAIR), with
+   atlas priors as voxel-wise mixing proportions when they are given.
+2. **Reference statistics**: median and robust SD (1.4826 MAD) of the FLAIR
+   in white matter (posterior > 0.5) and in grey matter. Optionally the
+   white-matter level is made local (normalised Gaussian convolution over
+   white matter, ``background_sigma_mm``) to absorb residual bias field.
+3. **Evidence maps**. ``z_wm``: FLAIR in SDs above normal white matter.
+   ``z_context``: FLAIR in SDs above the tissue mixture expected in a
+   ``context_sigma_mm`` neighbourhood (the GM/WM posteriors, smoothed), so a
+   voxel among grey matter must be bright *for grey matter*; this is what
+   keeps the cortex ribbon and the deep grey nuclei (brighter than white
+   matter on FLAIR) from becoming lesions.
+4. **Candidates**: 26-connected components of ``z_context >= candidate_z``
+   among eligible voxels (more than ``edge_margin_mm`` inside the brain
+   mask, where skull-stripping residue and partial volume live, and CSF
+   posterior below ``csf_max_probability``).
+5. **Lesion-level rules**. A candidate is accepted when (a) its peak
+   ``z_context >= seed_z``; (b) with a T2, its mean T2 context z-score is
+   ``>= t2_min_z`` (a T2 lesion is hyperintense on T2 as well; FLAIR-only
+   brightness such as the normal corticospinal tract signal or flow
+   artefacts is not); (c) at least ``wm_shell_min`` of the voxels within
+   ``wm_shell_mm`` around it are white matter (lesions sit in or against
+   white matter; cortical and peri-ventricular partial-volume streaks are
+   wrapped in GM or CSF).
+6. **Delineation and probability**: accepted candidates are grown by at
+   most ``grow_mm`` into voxels whose FLAIR is ``grow_z`` SDs above
+   white matter. ``probability`` is a logistic function of
+   ``max(z_wm, z_context)`` centred on ``grow_z`` (slope
+   ``1/probability_scale_z``) inside the grown domain, 0 elsewhere;
+   ``mask = probability >= threshold``, minus components smaller than
+   ``min_volume_mm3``.
+
+Conventions: arrays are indexed (i, j, k) like nibabel's data; voxel sizes
+in mm along those axes; connectivity 26 (3x3x3) everywhere; volumes go
+through :mod:`lesionq.core.units`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from scipy import ndimage as ndi
+
+from ..errors import GeometryError, InputError, ProcessingError
+from .normalise import robust_location_scale
+from .tissue import TISSUES, estimate_tissues
+from .units import min_voxels_for_mm3, voxel_volume_mm3
+
+__all__ = ["LesionCandidate", "SegmentationResult", "segment_lesions", "evidence_maps"]
+
+log = logging.getLogger(__name__)
+
+_FULL = np.ones((3, 3, 3), dtype=bool)
+
+
+@dataclass(frozen=True)
+class LesionCandidate:
+    """One candidate hyperintensity and the lesion-level decision on it.
+
+    Attributes
+    ----------
+    label : int
+        1-based candidate number (order of :func:`scipy.ndimage.label`).
+    n_voxels : int
+        Voxels in the candidate core (before growing).
+    volume_mm3 : float
+        Core volume in mm3.
+    centroid_vox : tuple of float
+        Centre of mass in voxel indices (i, j, k).
+    peak_z : float
+        Highest ``z_context`` in the core.
+    t2_z : float
+        Mean T2 context z-score over the core (NaN without T2).
+    wm_shell_fraction : float
+        Fraction of white-matter voxels within ``wm_shell_mm`` around the core.
+    accepted : bool
+        Whether it became (part of) a lesion.
+    reason : str
+        ``"accepted"`` or the first rule it failed: ``"contrast"``, ``"t2"``, ``"location"``.
+    """
+
+    label: int
+    n_voxels: int
+    volume_mm3: float
+    centroid_vox: tuple[float, float, float]
+    peak_z: float
+    t2_z: float
+    wm_shell_fraction: float
+    accepted: bool
+    reason: str
+
+
+@dataclass(frozen=True)
+class SegmentationResult:
+    """Output of :func:`segment_lesions`.
+
+    Attributes
+    ----------
+    probability : numpy.ndarray
+        float32 in [0, 1], the FLAIR grid.
+    mask : numpy.ndarray
+        bool, ``probability >= threshold`` minus components < ``min_volume_mm3``.
+    z_wm : numpy.ndarray
+        float32 FLAIR z-score relative to normal white matter (0 outside the brain).
+    candidates : tuple of LesionCandidate
+        Every candidate and its decision (for QC and review).
+    nawm_median, nawm_sd, gm_median, gm_sd : float
+        FLAIR reference statistics, input units.
+    inputs_used : tuple of str
+        Which optional inputs took part: subset of ``("t1", "t2", "priors")``.
+    parameters : Mapping[str, Any]
+        The method parameters used (the ``[segmentation]`` protocol keys).
+    seconds : float
+        Wall time of the call.
+    """
+
+    probability: np.ndarray
+    mask: np.ndarray
+    z_wm: np.ndarray
+    candidates: tuple[LesionCandidate, ...]
+    nawm_median: float
+    nawm_sd: float
+    gm_median: float
+    gm_sd: float
+    inputs_used: tuple[str, ...]
+    parameters: Mapping[str, Any] = field(repr=False)
+    seconds: float = 0.0
+
+    @property
+    def n_lesions(self) -> int:
+        """Number of 26-connected components in :attr:`mask`."""
+        return int(ndi.label(self.mask, _FULL)[1])
+
+
+# --------------------------------------------------------------------------- checks
+
+
+def _check_voxel_size(voxel_size_mm: Sequence[float]) -> tuple[float, float, float]:
+    try:
+        vs = tuple(float(v) for v in voxel_size_mm)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"voxel_size_mm must be 3 numbers, got {voxel_size_mm!r}") from exc
+    if len(vs) != 3 or not all(math.isfinite(v) and v > 0 for v in vs):
+        raise InputError(f"voxel_size_mm must be 3 positive finite numbers, got {voxel_size_mm!r}")
+    return vs  # type: ignore[return-value]
+
+
+def _check_image(name: str, img: Any, shape: tuple[int, ...], mask: np.ndarray) -> np.ndarray:
+    a = np.asarray(img)
+    if a.shape != shape:
+        raise GeometryError(
+            f"{name} has shape {a.shape}, expected the FLAIR grid shape {shape}"
+        )
+    if not np.issubdtype(a.dtype, np.number) or np.iscomplexobj(a):
+        raise InputError(f"{name} must be a real numeric array, got dtype {a.dtype}")
+    if not np.all(np.isfinite(a[mask])):
+        raise InputError(f"{name} has NaN or infinite values inside the brain mask")
+    return a.astype(np.float32, copy=False)
+
+
+def _check_params(p: Mapping[str, Any]) -> None:
+    positive = ("context_sigma_mm", "wm_shell_mm", "probability_scale_z")
+    non_negative = ("grow_mm", "edge_margin_mm", "background_sigma_mm", "prior_floor")
+    for k in positive:
+        if not (isinstance(p[k], int | float) and math.isfinite(p[k]) and p[k] > 0):
+            raise InputError(f"segmentation parameter {k} must be a number > 0, got {p[k]!r}")
+    for k in non_negative:
+        if not (isinstance(p[k], int | float) and math.isfinite(p[k]) and p[k] >= 0):
+            raise InputError(f"segmentation parameter {k} must be a number >= 0, got {p[k]!r}")
+    if not 0.0 < p["threshold"] < 1.0:
+        raise InputError(f"segmentation parameter threshold must be in (0, 1), got {p['threshold']!r}")
+    for k in ("csf_max_probability", "wm_shell_min"):
+        if not 0.0 <= p[k] <= 1.0:
+            raise InputError(f"segmentation parameter {k} must be in [0, 1], got {p[k]!r}")
+    for k in ("candidate_z", "seed_z", "grow_z", "t2_min_z"):
+        if not (isinstance(p[k], int | float) and math.isfinite(p[k])):
+            raise InputError(f"segmentation parameter {k} must be a finite number, got {p[k]!r}")
+    if p["seed_z"] < p["candidate_z"]:
+        raise InputError(
+            f"segmentation parameters: seed_z ({p['seed_z']}) must be >= candidate_z "
+            f"({p['candidate_z']})"
+        )
+    if p["min_volume_mm3"] < 0 or not math.isfinite(p["min_volume_mm3"]):
+        raise InputError(f"min_volume_mm3 must be a finite number >= 0, got {p['min_volume_mm3']!r}")
+    if not (isinstance(p["tissue_iterations"], int) and p["tissue_iterations"] >= 1):
+        raise InputError(f"tissue_iterations must be an int >= 1, got {p['tissue_iterations']!r}")
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _sigma_vox(sigma_mm: float, vs: Sequence[float]) -> tuple[float, ...]:
+    return tuple(sigma_mm / v for v in vs)
+
+
+def _smooth(a: np.ndarray, sigma_mm: float, vs: Sequence[float]) -> np.ndarray:
+    return ndi.gaussian_filter(a.astype(np.float32, copy=False), _sigma_vox(sigma_mm, vs), mode="constant")
+
+
+def _ellipsoid(radius_mm: float, vs: Sequence[float]) -> np.ndarray:
+    r = [int(math.floor(radius_mm / v + 1e-9)) for v in vs]
+    grids = np.ogrid[tuple(slice(-ri, ri + 1) for ri in r)]
+    d2 = sum((g * v) ** 2 for g, v in zip(grids, vs, strict=True))
+    return np.asarray(d2 <= radius_mm**2 + 1e-9)
+
+
+def _inner_distance_mm(mask: np.ndarray, vs: Sequence[float]) -> np.ndarray:
+    """Distance (mm) from each voxel of ``mask`` to the nearest voxel outside it."""
+    padded = np.pad(mask, 1, constant_values=False)
+    d = ndi.distance_transform_edt(padded, sampling=vs)
+    return d[1:-1, 1:-1, 1:-1].astype(np.float32)
+
+
+def _local_offset(
+    img: np.ndarray, ref: np.ndarray, median: float, sd: float, sigma_mm: float, vs: Sequence[float]
+) -> np.ndarray:
+    """Local reference-tissue level minus the global median (normalised convolution)."""
+    ok = ref & (np.abs(img - median) < 3.0 * sd)
+    den = _smooth(ok.astype(np.float32), sigma_mm, vs)
+    num = _smooth(np.where(ok, img, 0.0).astype(np.float32), sigma_mm, vs)
+    local = num / np.maximum(den, 1e-6)
+    return np.where(den > 0.05, local - median, 0.0).astype(np.float32)
+
+
+def _context_z(
+    img: np.ndarray,
+    w_wm: np.ndarray,
+    w_gm: np.ndarray,
+    stats: tuple[float, float, float, float],
+) -> np.ndarray:
+    mw, sw, mg, sg = stats
+    mean = w_wm * mw + w_gm * mg
+    second = w_wm * (sw**2 + mw**2) + w_gm * (sg**2 + mg**2)
+    var = np.maximum(second - mean**2, 1e-12)
+    return ((img - mean) / np.sqrt(var)).astype(np.float32)
+
+
+def _shell_fraction(
+    labels: np.ndarray, n: int, target: np.ndarray, shell_mm: float, vs: Sequence[float]
+) -> np.ndarray:
+    """Fraction of ``target`` voxels within ``shell_mm`` around each labelled component."""
+    pad = [int(math.ceil(shell_mm / v)) for v in vs]
+    out = np.zeros(n, dtype=np.float64)
+    for i, sl in enumerate(ndi.find_objects(labels)):
+        if sl is None:
+            continue
+        bb = tuple(
+            slice(max(s.start - p, 0), min(s.stop + p, dim))
+            for s, p, dim in zip(sl, pad, labels.shape, strict=True)
+        )
+        comp = labels[bb] == i + 1
+        d = ndi.distance_transform_edt(~comp, sampling=vs)
+        shell = (d <= shell_mm + 1e-6) & ~comp
+        out[i] = float(target[bb][shell].mean()) if shell.any() else 0.0
+    return out
+
+
+@dataclass(frozen=True)
+class _Evidence:
+    z_wm: np.ndarray
+    z_context: np.ndarray
+    t2_context: np.ndarray | None
+    wm: np.ndarray
+    csf: np.ndarray
+    stats: tuple[float, float, float, float]
+
+
+def evidence_maps(
+    flair: np.ndarray,
+    brain_mask: np.ndarray,
+    voxel_size_mm: Sequence[float],
+    *,
+    t1: np.ndarray | None = None,
+    t2: np.ndarray | None = None,
+    priors: Mapping[str, np.ndarray] | None = None,
+    context_sigma_mm: float = 2.0,
+    background_sigma_mm: float = 0.0,
+    prior_floor: float = 0.05,
+    tissue_iterations: int = 25,
+) -> _Evidence:
+    """Tissue model and voxel-wise FLAIR (and T2) evidence maps.
+
+    Inputs are assumed already validated (as :func:`segment_lesions` does).
+    Returns an internal record with ``z_wm``, ``z_context``, ``t2_context``
+    (or None), the WM and CSF posteriors and the FLAIR reference statistics
+    ``(wm_median, wm_sd, gm_median, gm_sd)``.
+    """
+    vs = tuple(voxel_size_mm)
+    if t1 is not None:
+        tissues = estimate_tissues(
+            [t1], brain_mask, primary="t1", priors=priors, prior_floor=prior_floor,
+            n_iterations=tissue_iterations,
+        )
+    else:
+        tissues = estimate_tissues(
+            [flair], brain_mask, primary="flair", priors=priors, prior_floor=prior_floor,
+            n_iterations=tissue_iterations,
+        )
+    wm, gm, csf = tissues.wm, tissues.gm, tissues.csf
+    hard_wm = brain_mask & (wm > 0.5)
+    hard_gm = brain_mask & (gm > 0.5)
+    n_min = max(100, int(0.01 * brain_mask.sum()))
+    if hard_wm.sum() < n_min or hard_gm.sum() < n_min:
+        raise ProcessingError(
+            f"tissue model found too little white ({int(hard_wm.sum())} voxels) or grey "
+            f"({int(hard_gm.sum())}) matter (need >= {n_min}); check the brain mask and inputs"
+        )
+    def stats_for(img: np.ndarray) -> tuple[tuple[float, float, float, float], np.ndarray]:
+        mw, sw = robust_location_scale(img[hard_wm])
+        mg, sg = robust_location_scale(img[hard_gm])
+        if not (sw > 0 and sg > 0):
+            raise ProcessingError(
+                f"reference tissue has zero spread (WM sd {sw}, GM sd {sg}); is the image constant?"
+            )
+        corrected = img
+        if background_sigma_mm > 0:
+            corrected = img - _local_offset(img, hard_wm, mw, sw, background_sigma_mm, vs)
+        return (mw, sw, mg, sg), corrected
+
+    stats, fl = stats_for(flair)
+    z_wm = np.where(brain_mask, (fl - stats[0]) / stats[1], 0.0).astype(np.float32)
+    # tissue context: WM/GM posteriors smoothed over a context_sigma_mm neighbourhood
+    w_wm = _smooth(np.where(brain_mask, wm, 0.0), context_sigma_mm, vs)
+    w_gm = _smooth(np.where(brain_mask, gm, 0.0), context_sigma_mm, vs)
+    tot = w_wm + w_gm
+    w_wm = np.where(tot > 1e-3, w_wm / np.maximum(tot, 1e-6), 1.0)
+    w_gm = np.where(tot > 1e-3, w_gm / np.maximum(tot, 1e-6), 0.0)
+    z_ctx = np.where(brain_mask, _context_z(fl, w_wm, w_gm, stats), 0.0).astype(np.float32)
+    t2_ctx = None
+    if t2 is not None:
+        stats2, t2c = stats_for(t2)
+        t2_ctx = np.where(brain_mask, _context_z(t2c, w_wm, w_gm, stats2), 0.0).astype(np.float32)
+    return _Evidence(z_wm=z_wm, z_context=z_ctx, t2_context=t2_ctx, wm=wm, csf=csf, stats=stats)
+
+
+# --------------------------------------------------------------------------- main
+
+
+def segment_lesions(
+    flair: np.ndarray,
+    brain_mask: np.ndarray,
+    voxel_size_mm: Sequence[float],
+    *,
+    t1: np.ndarray | None = None,
+    t2: np.ndarray | None = None,
+    priors: Mapping[str, np.ndarray] | None = None,
+    threshold: float = 0.5,
+    min_volume_mm3: float = 3.0,
+    candidate_z: float = 3.0,
+    seed_z: float = 4.5,
+    grow_z: float = 2.5,
+    grow_mm: float = 1.0,
+    context_sigma_mm: float = 2.0,
+    edge_margin_mm: float = 2.0,
+    csf_max_probability: float = 0.5,
+    wm_shell_mm: float = 3.0,
+    wm_shell_min: float = 0.4,
+    t2_min_z: float = 1.5,
+    background_sigma_mm: float = 0.0,
+    probability_scale_z: float = 0.5,
+    prior_floor: float = 0.05,
+    tissue_iterations: int = 25,
+    candidate_min_voxels: int = 1,
+    csf_near_mm: float = 2.0,
+    csf_near_fraction: float = 0.5,
+    csf_near_seed_z: float = 7.0,
+) -> SegmentationResult:
+    """Segment T2/FLAIR hyperintense (MS) lesions of one visit.
+
+    See the module docstring for the method. All intensity thresholds are
+    z-scores relative to the visit's own normal tissue.
+
+    Parameters
+    ----------
+    flair : numpy.ndarray
+        3-D FLAIR, bias-corrected, any intensity unit.
+    brain_mask : numpy.ndarray
+        3-D bool, same shape, True inside the brain.
+    voxel_size_mm : sequence of 3 float
+        Voxel edge lengths in mm along array axes 0, 1, 2.
+    t1, t2 : numpy.ndarray, optional
+        T1- and T2-weighted images resampled onto the FLAIR grid (bias-corrected).
+        The T1 drives the tissue model (else the FLAIR does); the T2 adds the
+        T2-hyperintensity rule.
+    priors : mapping, optional
+        Atlas tissue probabilities on the FLAIR grid, keys ``"csf"``, ``"gm"``,
+        ``"wm"``, values in [0, 1]; used as tissue mixing proportions
+        (misalignment of a few mm is tolerated, see ``prior_floor``).
+    threshold : float
+        Probability threshold of the mask, in (0, 1).
+    min_volume_mm3 : float
+        Components smaller than this are removed (inclusive rule of
+        :func:`lesionq.core.units.min_voxels_for_mm3`); also the smallest candidate.
+    candidate_z : float
+        ``z_context`` defining candidate cores.
+    seed_z : float
+        Minimum peak ``z_context`` of an accepted candidate (>= ``candidate_z``).
+    grow_z : float
+        ``z_wm`` (and probability 0.5 point) of the delineation around accepted cores.
+    grow_mm : float
+        Maximum growth distance from an accepted core, mm.
+    context_sigma_mm : float
+        Gaussian sigma (mm) of the tissue neighbourhood for ``z_context``.
+    edge_margin_mm : float
+        Voxels closer than this to the outside of the brain mask are not eligible.
+    csf_max_probability : float
+        Voxels with a CSF posterior at or above this are not eligible.
+    wm_shell_mm : float
+        Thickness (mm) of the shell around a candidate used by the location rule.
+    wm_shell_min : float
+        Minimum white-matter fraction of that shell.
+    t2_min_z : float
+        Minimum mean T2 context z-score of a candidate (ignored without ``t2``).
+    background_sigma_mm : float
+        Gaussian sigma (mm) of the local white-matter reference; 0 = global.
+    probability_scale_z : float
+        Logistic scale (z units) of the probability around ``grow_z``.
+    prior_floor : float
+        Added to each prior before renormalising (trust in the atlas).
+    tissue_iterations : int
+        EM iterations of the tissue model.
+
+    Returns
+    -------
+    SegmentationResult
+
+    Raises
+    ------
+    lesionq.errors.InputError
+        Wrong shapes/dtypes, NaN/inf in the brain, empty mask, invalid parameters.
+    lesionq.errors.GeometryError
+        An optional image or prior is not on the FLAIR grid.
+    lesionq.errors.ProcessingError
+        The tissue model failed (e.g. no white matter found).
+    """
+    t0 = time.perf_counter()
+    params = dict(
+        threshold=threshold, min_volume_mm3=min_volume_mm3, candidate_z=candidate_z,
+        seed_z=seed_z, grow_z=grow_z, grow_mm=grow_mm, context_sigma_mm=context_sigma_mm,
+        edge_margin_mm=edge_margin_mm, csf_max_probability=csf_max_probability,
+        wm_shell_mm=wm_shell_mm, wm_shell_min=wm_shell_min, t2_min_z=t2_min_z,
+        background_sigma_mm=background_sigma_mm, probability_scale_z=probability_scale_z,
+        prior_floor=prior_floor, tissue_iterations=tissue_iterations,
+    )  # fmt: skip
+    _check_params(params)
+    vs = _check_voxel_size(voxel_size_mm)
+    fl = np.asarray(flair)
+    if fl.ndim != 3:
+        raise InputError(f"flair must be a 3-D array, got shape {fl.shape}")
+    mask_in = np.asarray(brain_mask)
+    if mask_in.dtype != bool:
+        raise InputError(f"brain_mask must be a bool array, got dtype {mask_in.dtype}")
+    if mask_in.shape != fl.shape:
+        raise GeometryError(
+            f"brain_mask has shape {mask_in.shape}, expected the FLAIR shape {fl.shape}"
+        )
+    if not mask_in.any():
+        raise InputError("brain_mask is empty")
+    fl = _check_image("flair", fl, fl.shape, mask_in)
+    t1a = _check_image("t1", t1, fl.shape, mask_in) if t1 is not None else None
+    t2a = _check_image("t2", t2, fl.shape, mask_in) if t2 is not None else None
+    if priors is not None:
+        missing = [k for k in TISSUES if k not in priors]
+        if missing:
+            raise InputError(f"priors lacks {missing} (need keys {TISSUES})")
+        for k in TISSUES:
+            if np.shape(priors[k]) != fl.shape:
+                raise GeometryError(
+                    f"priors[{k!r}] has shape {np.shape(priors[k])}, expected {fl.shape}"
+                )
+
+    ev = evidence_maps(
+        fl, mask_in, vs, t1=t1a, t2=t2a, priors=priors, context_sigma_mm=context_sigma_mm, background_sigma_mm=background_sigma_mm, prior_floor=prior_floor,
+        tissue_iterations=tissue_iterations,
+    )  # fmt: skip
+    min_vox = min_voxels_for_mm3(min_volume_mm3, vs)
+    vv = voxel_volume_mm3(vs)
+
+    # CSF: CSF-like on the tissue model AND darker than white matter on FLAIR (a
+    # T1 black hole is CSF-dark on T1 but bright on FLAIR: it stays eligible)
+    csf_mask = mask_in & (ev.csf >= csf_max_probability) & (ev.z_wm < 0)
+    eligible = mask_in & ~csf_mask
+    if edge_margin_mm > 0:
+        eligible &= _inner_distance_mm(mask_in, vs) > edge_margin_mm
+
+    # candidates
+    cand_lab, n_cand = ndi.label(eligible & (ev.z_context >= candidate_z), _FULL)
+    candidates: list[LesionCandidate] = []
+    accepted_ids = np.zeros(n_cand + 1, dtype=bool)
+    if n_cand:
+        idx = np.arange(1, n_cand + 1)
+        sizes = np.bincount(cand_lab.ravel(), minlength=n_cand + 1)
+        small = sizes < min(min_vox, candidate_min_voxels)
+        small[0] = False
+        if small.any():
+            cand_lab[small[cand_lab]] = 0
+            cand_lab, n_cand = ndi.label(cand_lab > 0, _FULL)
+            idx = np.arange(1, n_cand + 1)
+            sizes = np.bincount(cand_lab.ravel(), minlength=n_cand + 1)
+        accepted_ids = np.zeros(n_cand + 1, dtype=bool)
+    if n_cand:
+        peak = np.asarray(ndi.maximum(ev.z_context, cand_lab, idx), dtype=float)
+        t2m = (
+            np.asarray(ndi.mean(ev.t2_context, cand_lab, idx), dtype=float)
+            if ev.t2_context is not None
+            else np.full(n_cand, np.nan)
+        )
+        shell = _shell_fraction(cand_lab, n_cand, mask_in & (ev.wm > 0.5), wm_shell_mm, vs)
+        csf_dist = _inner_distance_mm(~csf_mask, vs)
+        near_csf = np.asarray(
+            ndi.mean((csf_dist <= csf_near_mm).astype(np.float32), cand_lab, idx), dtype=float
+        )
+        coms = ndi.center_of_mass(np.ones_like(cand_lab, dtype=np.uint8), cand_lab, idx)
+        for i in range(n_cand):
+            if peak[i] < seed_z:
+                reason = "contrast"
+            elif ev.t2_context is not None and not t2m[i] >= t2_min_z:
+                reason = "t2"
+            elif shell[i] < wm_shell_min:
+                reason = "location"
+            elif near_csf[i] >= csf_near_fraction and peak[i] < csf_near_seed_z:
+                reason = "csf"
+            else:
+                reason = "accepted"
+            ok = reason == "accepted"
+            accepted_ids[i + 1] = ok
+            candidates.append(
+                LesionCandidate(
+                    label=i + 1,
+                    n_voxels=int(sizes[i + 1]),
+                    volume_mm3=float(sizes[i + 1] * vv),
+                    centroid_vox=tuple(float(c) for c in coms[i]),  # type: ignore[arg-type]
+                    peak_z=float(peak[i]),
+                    t2_z=float(t2m[i]),
+                    wm_shell_fraction=float(shell[i]),
+                    accepted=ok,
+                    reason=reason,
+                )
+            )
+    cores = accepted_ids[cand_lab]
+
+    # delineation domain and probability
+    domain = cores.copy()
+    if grow_mm > 0 and cores.any():
+        domain = ndi.binary_dilation(cores, _ellipsoid(grow_mm, vs)) & eligible | cores
+    evidence = np.maximum(ev.z_wm, ev.z_context)
+    prob = np.zeros(fl.shape, dtype=np.float32)
+    if domain.any():
+        x = (evidence[domain] - grow_z) / probability_scale_z
+        prob[domain] = (1.0 / (1.0 + np.exp(-np.clip(x, -50, 50)))).astype(np.float32)
+
+    mask = prob >= threshold
+    if mask.any():
+        lab, n = ndi.label(mask, _FULL)
+        sizes = np.bincount(lab.ravel(), minlength=n + 1)
+        keep = sizes >= min_vox
+        keep[0] = False
+        mask = keep[lab]
+    used = tuple(
+        name
+        for name, val in (("t1", t1a), ("t2", t2a), ("priors", priors))
+        if val is not None
+    )
+    seconds = time.perf_counter() - t0
+    log.info(
+        "segment_lesions: %d candidates, %d accepted, %.1f mm3 lesion volume, %.1f s (inputs %s)",
+        n_cand, int(accepted_ids.sum()), float(mask.sum() * vv), seconds, used or ("flair",),
+    )  # fmt: skip
+    return SegmentationResult(
+        probability=prob,
+        mask=mask,
+        z_wm=ev.z_wm,
+        candidates=tuple(candidates),
+        nawm_median=float(ev.stats[0]),
+        nawm_sd=float(ev.stats[1]),
+        gm_median=float(ev.stats[2]),
+        gm_sd=float(ev.stats[3]),
+        inputs_used=used,
+        parameters=params,
+        seconds=seconds,
+    )

@@ -1,0 +1,21 @@
+"""lesionq.registration: SimpleITK estimation (volumes in, transform out), resampling."""
+
+from .rigid import (
+    estimate_affine,
+    estimate_rigid,
+    level_shrink_factors,
+    load_transform,
+    register_template,
+    resample_to,
+    save_transform,
+)
+
+__all__ = [
+    "estimate_affine",
+    "estimate_rigid",
+    "level_shrink_factors",
+    "load_transform",
+    "register_template",
+    "resample_to",
+    "save_transform",
+]
