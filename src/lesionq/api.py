@@ -117,11 +117,18 @@ def segment_t2(
 
     Examples
     --------
+    A synthetic phantom visit with known lesions (FLAIR only, no atlas):
+
+    >>> import nibabel as nib
     >>> import lesionq
     >>> from lesionq.testing.phantoms import make_subject
-    >>> visit = make_subject(1, n_visits=1).visits[0]
-    >>> res = lesionq.segment_t2(visit.nifti("FLAIR"), protocol="mesems_testing")  # doctest: +SKIP
-    >>> res.mask.shape == visit.nifti("FLAIR").shape  # doctest: +SKIP
+    >>> visit = make_subject(7, n_visits=1).visits[0]
+    >>> flair = nib.Nifti1Image(visit.images["FLAIR"], visit.affine)
+    >>> res = lesionq.segment_t2(flair, protocol="mesems_testing", use_atlas=False)
+    >>> import numpy as np
+    >>> res.mask.shape == flair.shape and np.allclose(res.mask.affine, flair.affine)
+    True
+    >>> res.count == len(res.lesions) and res.count > 0
     True
     """
     from . import steps

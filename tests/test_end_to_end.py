@@ -1,0 +1,103 @@
+"""End to end on the bundled sample data: CLI run, outputs, truth, determinism.
+
+These run the real pipeline (testing protocol: Otsu brain extraction, cheap N4 and
+registration) on the synthetic phantoms, so they cover the whole path on a fresh
+clone where ../shared is absent.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+
+import lesionq
+from lesionq.cli.main import main
+from lesionq.io.tables import VISIT_COLUMNS, read_tsv
+from lesionq.steps import LESION_TABLE_COLUMNS
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLE = REPO / "sample_data" / "bids"
+TRUTH = SAMPLE / "derivatives" / "truth"
+
+
+@pytest.fixture(scope="module")
+def sample_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("e2e") / "out"
+    code = main(["run", str(SAMPLE), str(out), "participant", "--participant-label",
+                 "phantom02", "--pipeline", "mesems_testing", "--n-procs", "2"])
+    return code, out
+
+
+def test_cli_run_succeeds_and_writes_the_contract(sample_run):
+    code, out = sample_run
+    assert code == 0
+    desc = json.loads((out / "dataset_description.json").read_text())
+    assert desc["DatasetType"] == "derivative"
+    visits = read_tsv(out / "visits.tsv")
+    assert list(visits.columns[: len(VISIT_COLUMNS)]) == list(VISIT_COLUMNS)
+    assert list(visits["session_id"]) == ["ses-01", "ses-02", "ses-03"]
+    assert (visits["status"] == "ok").all()
+    # phantom02 misses contrasts at later visits: the pipeline uses what is there
+    assert list(visits["contrasts_used"]) == [
+        "FLAIR+T1w+T2w+ce-gadolinium_T1w", "FLAIR+T1w+ce-gadolinium_T1w", "FLAIR"]
+    assert not list(out.rglob("*.part*")) and not list(out.rglob(".anat.*"))
+
+
+@pytest.mark.parametrize("ses", ["01", "02", "03"])
+def test_outputs_on_flair_grid_with_sidecars(sample_run, ses):
+    _, out = sample_run
+    flair = nib.load(str(SAMPLE / f"sub-phantom02/ses-{ses}/anat/sub-phantom02_ses-{ses}_FLAIR.nii.gz"))
+    anat = out / f"sub-phantom02/ses-{ses}/anat"
+    prefix = f"sub-phantom02_ses-{ses}"
+    for name in ("label-T2lesion_mask", "label-T2lesion_probseg", "label-T2lesion_dseg",
+                 "desc-brain_mask", "desc-preproc_FLAIR"):
+        img = nib.load(str(anat / f"{prefix}_{name}.nii.gz"))
+        assert img.shape == flair.shape, name
+        np.testing.assert_allclose(img.affine, flair.affine, atol=1e-4)
+        side = json.loads((anat / f"{prefix}_{name}.json").read_text())
+        assert side["settings_sha256"] and side["inputs"]["FLAIR"]["sha256"]
+    lesions = pd.read_csv(anat / f"{prefix}_lesions.tsv", sep="\t")
+    assert list(lesions.columns) == list(LESION_TABLE_COLUMNS)
+    labels = np.asarray(nib.load(str(anat / f"{prefix}_label-T2lesion_dseg.nii.gz")).dataobj)
+    assert sorted(np.unique(labels[labels > 0]).tolist()) == sorted(lesions["lesion_id"].tolist())
+    mask = np.asarray(nib.load(str(anat / f"{prefix}_label-T2lesion_mask.nii.gz")).dataobj)
+    np.testing.assert_array_equal(mask > 0, labels > 0)
+    assert set(lesions["location"].dropna()) <= {
+        "periventricular", "juxtacortical", "infratentorial", "deep_white_matter"}
+
+
+def test_counts_close_to_phantom_truth(sample_run):
+    """Lesion-wise: most planted lesions found, few inventions (honest, loose bound)."""
+    _, out = sample_run
+    found, planted, false_pos = 0, 0, 0
+    for ses in ("01", "02", "03"):
+        truth = np.asarray(nib.load(str(
+            TRUTH / f"sub-phantom02/ses-{ses}/anat/sub-phantom02_ses-{ses}_desc-lesionid_dseg.nii.gz"
+        )).dataobj)
+        labels = np.asarray(nib.load(str(
+            out / f"sub-phantom02/ses-{ses}/anat/sub-phantom02_ses-{ses}_label-T2lesion_dseg.nii.gz"
+        )).dataobj)
+        ids = np.unique(truth[truth > 0])
+        planted += ids.size
+        found += int(np.unique(truth[(labels > 0) & (truth > 0)]).size)
+        pred_ids = np.unique(labels[labels > 0])
+        false_pos += int(np.setdiff1d(pred_ids, np.unique(labels[(labels > 0) & (truth > 0)])).size)
+    assert found / planted >= 0.7, f"found {found} of {planted} planted lesions"
+    assert false_pos <= 3, f"{false_pos} lesions invented over 3 visits"
+
+
+def test_segment_t2_is_bit_identical_across_runs():
+    d = SAMPLE / "sub-phantom01/ses-02/anat/sub-phantom01_ses-02_"
+    kwargs = dict(t1=f"{d}T1w.nii.gz", t2=f"{d}T2w.nii.gz", protocol="mesems_testing", n_threads=2)
+    a = lesionq.segment_t2(f"{d}FLAIR.nii.gz", **kwargs)
+    b = lesionq.segment_t2(f"{d}FLAIR.nii.gz", **kwargs)
+    np.testing.assert_array_equal(np.asarray(a.mask.dataobj), np.asarray(b.mask.dataobj))
+    np.testing.assert_array_equal(np.asarray(a.probability.dataobj),
+                                  np.asarray(b.probability.dataobj))
+    pd.testing.assert_frame_equal(a.lesions, b.lesions)
+    assert a.count > 0
