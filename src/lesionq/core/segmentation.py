@@ -19,18 +19,23 @@ tissue noise, so nothing depends on the scanner's intensity scale.
    voxel among grey matter must be bright *for grey matter*; this is what
    keeps the cortex ribbon and the deep grey nuclei (brighter than white
    matter on FLAIR) from becoming lesions.
-4. **Candidates**: 26-connected components of ``z_context >= candidate_z``
-   among eligible voxels (more than ``edge_margin_mm`` inside the brain
-   mask, where skull-stripping residue and partial volume live, and CSF
-   posterior below ``csf_max_probability``).
+4. **Candidates**: 26-connected components (any size) of
+   ``z_context >= candidate_z`` among eligible voxels: more than
+   ``edge_margin_mm`` inside the brain mask (skull-stripping residue and
+   partial volume live at its edge) and not CSF (CSF posterior
+   ``>= csf_max_probability`` *and* FLAIR darker than white matter).
 5. **Lesion-level rules**. A candidate is accepted when (a) its peak
    ``z_context >= seed_z``; (b) with a T2, its mean T2 context z-score is
    ``>= t2_min_z`` (a T2 lesion is hyperintense on T2 as well; FLAIR-only
    brightness such as the normal corticospinal tract signal or flow
    artefacts is not); (c) at least ``wm_shell_min`` of the voxels within
    ``wm_shell_mm`` around it are white matter (lesions sit in or against
-   white matter; cortical and peri-ventricular partial-volume streaks are
-   wrapped in GM or CSF).
+   white matter; cortical and deep-grey hyperintensities are wrapped in GM
+   or CSF); (d) a candidate lying mostly (``csf_near_fraction``) within
+   ``csf_near_mm`` of CSF needs a stronger peak, ``csf_near_seed_z``: the
+   ependymal lining, periventricular caps, septum pellucidum and choroid
+   plexus are bright on FLAIR in healthy brains. Requiring CSF to be dark on
+   FLAIR keeps T1 black holes (CSF-dark on T1) from counting as CSF.
 6. **Delineation and probability**: accepted candidates are grown by at
    most ``grow_mm`` into voxels whose FLAIR is ``grow_z`` SDs above
    white matter. ``probability`` is a logistic function of
@@ -61,7 +66,13 @@ from .normalise import robust_location_scale
 from .tissue import TISSUES, estimate_tissues
 from .units import min_voxels_for_mm3, voxel_volume_mm3
 
-__all__ = ["LesionCandidate", "SegmentationResult", "segment_lesions", "evidence_maps"]
+__all__ = [
+    "EvidenceMaps",
+    "LesionCandidate",
+    "SegmentationResult",
+    "evidence_maps",
+    "segment_lesions",
+]
 
 log = logging.getLogger(__name__)
 
@@ -87,11 +98,16 @@ class LesionCandidate:
     t2_z : float
         Mean T2 context z-score over the core (NaN without T2).
     wm_shell_fraction : float
-        Fraction of white-matter voxels within ``wm_shell_mm`` around the core.
+        Fraction of white-matter voxels within ``wm_shell_mm`` around the core
+        (NaN when the contrast rule already failed).
+    csf_adjacent_fraction : float
+        Fraction of core voxels within ``csf_near_mm`` of CSF (NaN when the
+        contrast rule already failed).
     accepted : bool
         Whether it became (part of) a lesion.
     reason : str
-        ``"accepted"`` or the first rule it failed: ``"contrast"``, ``"t2"``, ``"location"``.
+        ``"accepted"`` or the first rule it failed: ``"contrast"``, ``"t2"``,
+        ``"location"``, ``"csf"``.
     """
 
     label: int
@@ -101,6 +117,7 @@ class LesionCandidate:
     peak_z: float
     t2_z: float
     wm_shell_fraction: float
+    csf_adjacent_fraction: float
     accepted: bool
     reason: str
 
@@ -163,9 +180,7 @@ def _check_voxel_size(voxel_size_mm: Sequence[float]) -> tuple[float, float, flo
 def _check_image(name: str, img: Any, shape: tuple[int, ...], mask: np.ndarray) -> np.ndarray:
     a = np.asarray(img)
     if a.shape != shape:
-        raise GeometryError(
-            f"{name} has shape {a.shape}, expected the FLAIR grid shape {shape}"
-        )
+        raise GeometryError(f"{name} has shape {a.shape}, expected the FLAIR grid shape {shape}")
     if not np.issubdtype(a.dtype, np.number) or np.iscomplexobj(a):
         raise InputError(f"{name} must be a real numeric array, got dtype {a.dtype}")
     if not np.all(np.isfinite(a[mask])):
@@ -174,7 +189,7 @@ def _check_image(name: str, img: Any, shape: tuple[int, ...], mask: np.ndarray) 
 
 
 def _check_params(p: Mapping[str, Any]) -> None:
-    positive = ("context_sigma_mm", "wm_shell_mm", "probability_scale_z")
+    positive = ("context_sigma_mm", "wm_shell_mm", "probability_scale_z", "csf_near_mm")
     non_negative = ("grow_mm", "edge_margin_mm", "background_sigma_mm", "prior_floor")
     for k in positive:
         if not (isinstance(p[k], int | float) and math.isfinite(p[k]) and p[k] > 0):
@@ -183,11 +198,13 @@ def _check_params(p: Mapping[str, Any]) -> None:
         if not (isinstance(p[k], int | float) and math.isfinite(p[k]) and p[k] >= 0):
             raise InputError(f"segmentation parameter {k} must be a number >= 0, got {p[k]!r}")
     if not 0.0 < p["threshold"] < 1.0:
-        raise InputError(f"segmentation parameter threshold must be in (0, 1), got {p['threshold']!r}")
-    for k in ("csf_max_probability", "wm_shell_min"):
+        raise InputError(
+            f"segmentation parameter threshold must be in (0, 1), got {p['threshold']!r}"
+        )
+    for k in ("csf_max_probability", "wm_shell_min", "csf_near_fraction"):
         if not 0.0 <= p[k] <= 1.0:
             raise InputError(f"segmentation parameter {k} must be in [0, 1], got {p[k]!r}")
-    for k in ("candidate_z", "seed_z", "grow_z", "t2_min_z"):
+    for k in ("candidate_z", "seed_z", "grow_z", "t2_min_z", "csf_near_seed_z"):
         if not (isinstance(p[k], int | float) and math.isfinite(p[k])):
             raise InputError(f"segmentation parameter {k} must be a finite number, got {p[k]!r}")
     if p["seed_z"] < p["candidate_z"]:
@@ -196,7 +213,9 @@ def _check_params(p: Mapping[str, Any]) -> None:
             f"({p['candidate_z']})"
         )
     if p["min_volume_mm3"] < 0 or not math.isfinite(p["min_volume_mm3"]):
-        raise InputError(f"min_volume_mm3 must be a finite number >= 0, got {p['min_volume_mm3']!r}")
+        raise InputError(
+            f"min_volume_mm3 must be a finite number >= 0, got {p['min_volume_mm3']!r}"
+        )
     if not (isinstance(p["tissue_iterations"], int) and p["tissue_iterations"] >= 1):
         raise InputError(f"tissue_iterations must be an int >= 1, got {p['tissue_iterations']!r}")
 
@@ -209,7 +228,9 @@ def _sigma_vox(sigma_mm: float, vs: Sequence[float]) -> tuple[float, ...]:
 
 
 def _smooth(a: np.ndarray, sigma_mm: float, vs: Sequence[float]) -> np.ndarray:
-    return ndi.gaussian_filter(a.astype(np.float32, copy=False), _sigma_vox(sigma_mm, vs), mode="constant")
+    return ndi.gaussian_filter(
+        a.astype(np.float32, copy=False), _sigma_vox(sigma_mm, vs), mode="constant"
+    )
 
 
 def _ellipsoid(radius_mm: float, vs: Sequence[float]) -> np.ndarray:
@@ -271,7 +292,23 @@ def _shell_fraction(
 
 
 @dataclass(frozen=True)
-class _Evidence:
+class EvidenceMaps:
+    """Voxel-wise evidence of :func:`evidence_maps` (all float32, FLAIR grid, 0 outside the brain).
+
+    Attributes
+    ----------
+    z_wm : numpy.ndarray
+        FLAIR z-score relative to normal white matter (median, 1.4826 MAD).
+    z_context : numpy.ndarray
+        FLAIR z-score relative to the WM/GM mixture of the voxel's neighbourhood.
+    t2_context : numpy.ndarray or None
+        The same for the T2 (None without T2).
+    wm, csf : numpy.ndarray
+        Tissue-model posteriors.
+    stats : tuple of 4 float
+        FLAIR ``(wm_median, wm_sd, gm_median, gm_sd)`` in input units.
+    """
+
     z_wm: np.ndarray
     z_context: np.ndarray
     t2_context: np.ndarray | None
@@ -290,25 +327,41 @@ def evidence_maps(
     priors: Mapping[str, np.ndarray] | None = None,
     context_sigma_mm: float = 2.0,
     background_sigma_mm: float = 0.0,
-    prior_floor: float = 0.05,
+    prior_floor: float = 0.2,
     tissue_iterations: int = 25,
-) -> _Evidence:
-    """Tissue model and voxel-wise FLAIR (and T2) evidence maps.
+) -> EvidenceMaps:
+    """Tissue model and voxel-wise FLAIR (and T2) evidence maps (steps 1-3 of the method).
 
-    Inputs are assumed already validated (as :func:`segment_lesions` does).
-    Returns an internal record with ``z_wm``, ``z_context``, ``t2_context``
-    (or None), the WM and CSF posteriors and the FLAIR reference statistics
-    ``(wm_median, wm_sd, gm_median, gm_sd)``.
+    Parameters are those of :func:`segment_lesions`, which validates them; this
+    function assumes valid, same-grid float inputs and a bool brain mask.
+
+    Returns
+    -------
+    EvidenceMaps
+
+    Raises
+    ------
+    lesionq.errors.ProcessingError
+        Less than 1 % of the brain (or 100 voxels) is white or grey matter, or
+        a reference tissue has zero spread.
     """
     vs = tuple(voxel_size_mm)
     if t1 is not None:
         tissues = estimate_tissues(
-            [t1], brain_mask, primary="t1", priors=priors, prior_floor=prior_floor,
+            [t1],
+            brain_mask,
+            primary="t1",
+            priors=priors,
+            prior_floor=prior_floor,
             n_iterations=tissue_iterations,
         )
     else:
         tissues = estimate_tissues(
-            [flair], brain_mask, primary="flair", priors=priors, prior_floor=prior_floor,
+            [flair],
+            brain_mask,
+            primary="flair",
+            priors=priors,
+            prior_floor=prior_floor,
             n_iterations=tissue_iterations,
         )
     wm, gm, csf = tissues.wm, tissues.gm, tissues.csf
@@ -320,6 +373,7 @@ def evidence_maps(
             f"tissue model found too little white ({int(hard_wm.sum())} voxels) or grey "
             f"({int(hard_gm.sum())}) matter (need >= {n_min}); check the brain mask and inputs"
         )
+
     def stats_for(img: np.ndarray) -> tuple[tuple[float, float, float, float], np.ndarray]:
         mw, sw = robust_location_scale(img[hard_wm])
         mg, sg = robust_location_scale(img[hard_gm])
@@ -329,7 +383,10 @@ def evidence_maps(
             )
         corrected = img
         if background_sigma_mm > 0:
+            # local WM level (residual bias field) removed, then the statistics redone
             corrected = img - _local_offset(img, hard_wm, mw, sw, background_sigma_mm, vs)
+            mw, sw = robust_location_scale(corrected[hard_wm])
+            mg, sg = robust_location_scale(corrected[hard_gm])
         return (mw, sw, mg, sg), corrected
 
     stats, fl = stats_for(flair)
@@ -345,7 +402,7 @@ def evidence_maps(
     if t2 is not None:
         stats2, t2c = stats_for(t2)
         t2_ctx = np.where(brain_mask, _context_z(t2c, w_wm, w_gm, stats2), 0.0).astype(np.float32)
-    return _Evidence(z_wm=z_wm, z_context=z_ctx, t2_context=t2_ctx, wm=wm, csf=csf, stats=stats)
+    return EvidenceMaps(z_wm=z_wm, z_context=z_ctx, t2_context=t2_ctx, wm=wm, csf=csf, stats=stats)
 
 
 # --------------------------------------------------------------------------- main
@@ -362,7 +419,7 @@ def segment_lesions(
     threshold: float = 0.5,
     min_volume_mm3: float = 3.0,
     candidate_z: float = 3.0,
-    seed_z: float = 4.5,
+    seed_z: float = 4.0,
     grow_z: float = 2.5,
     grow_mm: float = 1.0,
     context_sigma_mm: float = 2.0,
@@ -373,9 +430,8 @@ def segment_lesions(
     t2_min_z: float = 1.5,
     background_sigma_mm: float = 0.0,
     probability_scale_z: float = 0.5,
-    prior_floor: float = 0.05,
+    prior_floor: float = 0.2,
     tissue_iterations: int = 25,
-    candidate_min_voxels: int = 1,
     csf_near_mm: float = 2.0,
     csf_near_fraction: float = 0.5,
     csf_near_seed_z: float = 7.0,
@@ -405,7 +461,7 @@ def segment_lesions(
         Probability threshold of the mask, in (0, 1).
     min_volume_mm3 : float
         Components smaller than this are removed (inclusive rule of
-        :func:`lesionq.core.units.min_voxels_for_mm3`); also the smallest candidate.
+        :func:`lesionq.core.units.min_voxels_for_mm3`), after growing.
     candidate_z : float
         ``z_context`` defining candidate cores.
     seed_z : float
@@ -434,6 +490,13 @@ def segment_lesions(
         Added to each prior before renormalising (trust in the atlas).
     tissue_iterations : int
         EM iterations of the tissue model.
+    csf_near_mm : float
+        Distance (mm) from CSF within which a core voxel counts as CSF-adjacent.
+    csf_near_fraction : float
+        A candidate with at least this fraction of CSF-adjacent core voxels ...
+    csf_near_seed_z : float
+        ... needs a peak ``z_context`` of at least this (ependymal lining,
+        frontal/occipital caps, septum and choroid plexus are bright on FLAIR).
 
     Returns
     -------
@@ -456,6 +519,8 @@ def segment_lesions(
         wm_shell_mm=wm_shell_mm, wm_shell_min=wm_shell_min, t2_min_z=t2_min_z,
         background_sigma_mm=background_sigma_mm, probability_scale_z=probability_scale_z,
         prior_floor=prior_floor, tissue_iterations=tissue_iterations,
+        csf_near_mm=csf_near_mm, csf_near_fraction=csf_near_fraction,
+        csf_near_seed_z=csf_near_seed_z,
     )  # fmt: skip
     _check_params(params)
     vs = _check_voxel_size(voxel_size_mm)
@@ -485,7 +550,8 @@ def segment_lesions(
                 )
 
     ev = evidence_maps(
-        fl, mask_in, vs, t1=t1a, t2=t2a, priors=priors, context_sigma_mm=context_sigma_mm, background_sigma_mm=background_sigma_mm, prior_floor=prior_floor,
+        fl, mask_in, vs, t1=t1a, t2=t2a, priors=priors, context_sigma_mm=context_sigma_mm,
+        background_sigma_mm=background_sigma_mm, prior_floor=prior_floor,
         tissue_iterations=tissue_iterations,
     )  # fmt: skip
     min_vox = min_voxels_for_mm3(min_volume_mm3, vs)
@@ -498,36 +564,33 @@ def segment_lesions(
     if edge_margin_mm > 0:
         eligible &= _inner_distance_mm(mask_in, vs) > edge_margin_mm
 
-    # candidates
+    # candidate cores (any size: small cores may still grow past min_volume_mm3)
     cand_lab, n_cand = ndi.label(eligible & (ev.z_context >= candidate_z), _FULL)
-    candidates: list[LesionCandidate] = []
     accepted_ids = np.zeros(n_cand + 1, dtype=bool)
+    candidates: list[LesionCandidate] = []
     if n_cand:
         idx = np.arange(1, n_cand + 1)
-        sizes = np.bincount(cand_lab.ravel(), minlength=n_cand + 1)
-        small = sizes < min(min_vox, candidate_min_voxels)
-        small[0] = False
-        if small.any():
-            cand_lab[small[cand_lab]] = 0
-            cand_lab, n_cand = ndi.label(cand_lab > 0, _FULL)
-            idx = np.arange(1, n_cand + 1)
-            sizes = np.bincount(cand_lab.ravel(), minlength=n_cand + 1)
-        accepted_ids = np.zeros(n_cand + 1, dtype=bool)
-    if n_cand:
+        sizes = np.bincount(cand_lab.ravel(), minlength=n_cand + 1)[1:]
         peak = np.asarray(ndi.maximum(ev.z_context, cand_lab, idx), dtype=float)
         t2m = (
             np.asarray(ndi.mean(ev.t2_context, cand_lab, idx), dtype=float)
             if ev.t2_context is not None
             else np.full(n_cand, np.nan)
         )
-        shell = _shell_fraction(cand_lab, n_cand, mask_in & (ev.wm > 0.5), wm_shell_mm, vs)
-        csf_dist = _inner_distance_mm(~csf_mask, vs)
-        near_csf = np.asarray(
-            ndi.mean((csf_dist <= csf_near_mm).astype(np.float32), cand_lab, idx), dtype=float
-        )
-        coms = ndi.center_of_mass(np.ones_like(cand_lab, dtype=np.uint8), cand_lab, idx)
+        # the costly features only for candidates that pass the contrast rule
+        strong = peak >= seed_z
+        shell = np.full(n_cand, np.nan)
+        near_csf = np.full(n_cand, np.nan)
+        if strong.any():
+            sub = np.where(strong[cand_lab - 1] & (cand_lab > 0), cand_lab, 0)
+            shell_all = _shell_fraction(sub, n_cand, mask_in & (ev.wm > 0.5), wm_shell_mm, vs)
+            shell[strong] = shell_all[strong]
+            csf_dist = _inner_distance_mm(~csf_mask, vs)
+            near = ndi.mean((csf_dist <= csf_near_mm).astype(np.float32), cand_lab, idx)
+            near_csf[strong] = np.asarray(near, dtype=float)[strong]
+        coms = ndi.center_of_mass(np.ones(cand_lab.shape, dtype=np.uint8), cand_lab, idx)
         for i in range(n_cand):
-            if peak[i] < seed_z:
+            if not strong[i]:
                 reason = "contrast"
             elif ev.t2_context is not None and not t2m[i] >= t2_min_z:
                 reason = "t2"
@@ -537,44 +600,41 @@ def segment_lesions(
                 reason = "csf"
             else:
                 reason = "accepted"
-            ok = reason == "accepted"
-            accepted_ids[i + 1] = ok
+            accepted_ids[i + 1] = reason == "accepted"
             candidates.append(
                 LesionCandidate(
                     label=i + 1,
-                    n_voxels=int(sizes[i + 1]),
-                    volume_mm3=float(sizes[i + 1] * vv),
-                    centroid_vox=tuple(float(c) for c in coms[i]),  # type: ignore[arg-type]
+                    n_voxels=int(sizes[i]),
+                    volume_mm3=float(sizes[i] * vv),
+                    centroid_vox=(float(coms[i][0]), float(coms[i][1]), float(coms[i][2])),
                     peak_z=float(peak[i]),
                     t2_z=float(t2m[i]),
                     wm_shell_fraction=float(shell[i]),
-                    accepted=ok,
+                    csf_adjacent_fraction=float(near_csf[i]),
+                    accepted=reason == "accepted",
                     reason=reason,
                 )
             )
     cores = accepted_ids[cand_lab]
 
-    # delineation domain and probability
-    domain = cores.copy()
+    # delineation domain (cores grown by grow_mm) and probability
+    domain = cores
     if grow_mm > 0 and cores.any():
-        domain = ndi.binary_dilation(cores, _ellipsoid(grow_mm, vs)) & eligible | cores
-    evidence = np.maximum(ev.z_wm, ev.z_context)
+        domain = (ndi.binary_dilation(cores, _ellipsoid(grow_mm, vs)) & eligible) | cores
     prob = np.zeros(fl.shape, dtype=np.float32)
     if domain.any():
-        x = (evidence[domain] - grow_z) / probability_scale_z
-        prob[domain] = (1.0 / (1.0 + np.exp(-np.clip(x, -50, 50)))).astype(np.float32)
+        evidence = np.maximum(ev.z_wm[domain], ev.z_context[domain])
+        x = np.clip((evidence - grow_z) / probability_scale_z, -50.0, 50.0)
+        prob[domain] = (1.0 / (1.0 + np.exp(-x))).astype(np.float32)
 
     mask = prob >= threshold
     if mask.any():
         lab, n = ndi.label(mask, _FULL)
-        sizes = np.bincount(lab.ravel(), minlength=n + 1)
-        keep = sizes >= min_vox
+        keep = np.bincount(lab.ravel(), minlength=n + 1) >= min_vox
         keep[0] = False
         mask = keep[lab]
     used = tuple(
-        name
-        for name, val in (("t1", t1a), ("t2", t2a), ("priors", priors))
-        if val is not None
+        name for name, val in (("t1", t1a), ("t2", t2a), ("priors", priors)) if val is not None
     )
     seconds = time.perf_counter() - t0
     log.info(

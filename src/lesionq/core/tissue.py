@@ -15,8 +15,10 @@ tissue, through ``primary`` (the contrast of ``channels[0]``):
 
 T2-weighted images (CSF brightest) can be extra channels but not the primary.
 
-Everything is deterministic: EM runs on a fixed, regular subsample of the
-brain voxels and then the posteriors are evaluated on every brain voxel.
+Without priors the mixture starts from a 3-class multi-level Otsu split of
+``channels[0]``; with priors it starts from the priors. Everything is
+deterministic: EM runs on a fixed, regular subsample of the brain voxels and
+then the posteriors are evaluated on every brain voxel.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from skimage.filters import threshold_multiotsu
 
 from ..errors import InputError, ProcessingError
 
@@ -192,14 +195,16 @@ def estimate_tissues(
     xe = xs[sub]
     pe = prior[sub] if prior is not None else None
 
-    # initial responsibilities: priors when given, else quantile bands of channel 0
+    # initial responsibilities: priors when given, else the 3 classes of a
+    # multi-level Otsu split of channel 0 (darkest, middle, brightest)
     if pe is not None:
         resp = pe.copy()
     else:
-        ranks = np.argsort(np.argsort(xe[:, 0], kind="stable"), kind="stable") / max(
-            len(xe) - 1, 1
-        )
-        bands = np.digitize(ranks, [0.15, 0.55])  # band 0 darkest, 2 brightest
+        try:
+            cuts = threshold_multiotsu(xe[:, 0], classes=3, nbins=256)
+        except ValueError as exc:
+            raise ProcessingError(f"estimate_tissues: cannot split channel 0 in 3 ({exc})") from exc
+        bands = np.digitize(xe[:, 0], cuts)  # band 0 darkest, 2 brightest
         order = _ORDER[primary]  # rank of csf, gm, wm
         resp = np.zeros((len(xe), 3))
         for k in range(3):
