@@ -153,6 +153,7 @@ def segment_t2(
     seg = steps.segment_t2_volumes(prep.flair, prep.brain_mask, t1=coreg.get("t1"),
                                    t2=coreg.get("t2"), priors=priors,
                                    segmentation=settings.section("segmentation"),
+                                   min_volume_mm3=settings.section("lesions")["min_volume_mm3"],
                                    n_threads=n_threads)
     tab = steps.tabulate_lesions(seg.mask, flair=prep.flair, brain_mask=prep.brain_mask,
                                  probability=seg.probability,

@@ -240,9 +240,14 @@ def segment_t2_volumes(
     t2: Volume | None = None,
     priors: Mapping[str, Volume] | None = None,
     segmentation: Mapping[str, Any],
+    min_volume_mm3: float,
     n_threads: int = 1,
 ) -> Segmented:
-    """T2/FLAIR lesion probability and mask (see :mod:`lesionq.core.segmentation`)."""
+    """T2/FLAIR lesion probability and mask (see :mod:`lesionq.core.segmentation`).
+
+    ``min_volume_mm3`` is the protocol's ``[lesions] min_volume_mm3`` (one rule for
+    the mask and the lesion table); ``segmentation`` the ``[segmentation]`` section.
+    """
     from .core.segmentation import segment_lesions
 
     prior_arrays = None
@@ -255,6 +260,7 @@ def segment_t2_volumes(
         t1=None if t1 is None else np.asarray(t1.array, dtype=np.float32),
         t2=None if t2 is None else np.asarray(t2.array, dtype=np.float32),
         priors=prior_arrays,
+        min_volume_mm3=float(min_volume_mm3),
         **dict(segmentation),
     )
     return Segmented(
@@ -346,7 +352,7 @@ def protocol_functions() -> dict[str, tuple[Any, tuple[str, ...]]]:
         "brain": (brain_mask, ()),
         "registration": (estimate_rigid, ("trust_same_grid", "fixed_mask")),
         "template": (register_template, ("enabled",)),
-        "segmentation": (segment_lesions, ()),
+        "segmentation": (segment_lesions, ("min_volume_mm3",)),
         "lesions": (label_lesions, ()),
         "location": (classify_locations, ()),
     }

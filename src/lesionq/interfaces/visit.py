@@ -206,6 +206,7 @@ class _SegmentInputSpec(_ThreadsInputSpec):
     csf = File(exists=True)
     location = File(exists=True)
     segmentation = traits.Dict(desc="[segmentation] protocol section")
+    min_volume_mm3 = traits.Float(mandatory=True, desc="[lesions] min_volume_mm3 (inclusive)")
 
 
 class _SegmentOutputSpec(TraitedSpec):
@@ -241,6 +242,7 @@ class SegmentT2(SimpleInterface):
             t2=t2,
             priors=priors,
             segmentation=dict(self.inputs.segmentation),
+                                 min_volume_mm3=self.inputs.min_volume_mm3,
             n_threads=self.inputs.n_threads,
         )
         self._results["probseg"] = str(

@@ -101,7 +101,9 @@ def init_visit_wf(
                             ("skull_stripped", "skull_stripped")]),
     ])
 
-    seg = pe.Node(SegmentT2(segmentation=dict(segmentation), n_threads=n_threads),
+    seg = pe.Node(SegmentT2(segmentation=dict(segmentation),
+                            min_volume_mm3=float(lesions.get("min_volume_mm3", 3.0)),
+                            n_threads=n_threads),
                   name="segment_t2", n_procs=n_threads, mem_gb=2.0)
     tab = pe.Node(TabulateLesions(lesions=dict(lesions), location_rules=dict(location),
                                   n_threads=n_threads),
