@@ -44,8 +44,9 @@ _RUNNER = (
 
 
 def _score(*args: str) -> dict:
-    out = subprocess.run([sys.executable, str(SCORE), *args], check=True,
-                         capture_output=True, text=True).stdout
+    out = subprocess.run(
+        [sys.executable, str(SCORE), *args], check=True, capture_output=True, text=True
+    ).stdout
     return json.loads(out.strip().splitlines()[-1])
 
 
@@ -88,13 +89,30 @@ def main() -> int:
         out = out_root / f"sub-{subject}"
         t0 = time.perf_counter()
         proc = subprocess.run(
-            [sys.executable, "-c", _RUNNER, "run", str(DATA), str(out), "participant",
-             "--participant-label", subject, "--pipeline", args.pipeline,
-             "--n-procs", str(args.n_procs)],
-            capture_output=True, text=True, env=env)
+            [
+                sys.executable,
+                "-c",
+                _RUNNER,
+                "run",
+                str(DATA),
+                str(out),
+                "participant",
+                "--participant-label",
+                subject,
+                "--pipeline",
+                args.pipeline,
+                "--n-procs",
+                str(args.n_procs),
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
+        )
         wall = time.perf_counter() - t0
-        rss_kb = next((int(ln.split()[1]) for ln in proc.stdout.splitlines()
-                       if ln.startswith("MAXRSS_KB")), -1)
+        rss_kb = next(
+            (int(ln.split()[1]) for ln in proc.stdout.splitlines() if ln.startswith("MAXRSS_KB")),
+            -1,
+        )
         if proc.returncode != 0:
             print(proc.stdout[-3000:], proc.stderr[-3000:], file=sys.stderr)
         from lesionq.io.tables import read_tsv
@@ -103,24 +121,43 @@ def main() -> int:
         reads = _read_time(subject)
         for _, v in visits.iterrows():
             ses = str(v["session_id"]).removeprefix("ses-")
-            row = {"visit": f"sub-{subject} ses-{ses}", "status": v["status"],
-                   "duration_s": float(v["duration_s"]), "read_s": reads.get(ses, float("nan")),
-                   "t2_count": v["t2_count"], "t2_volume_mm3": v["t2_volume_mm3"],
-                   "contrasts": v["contrasts_used"], "subject_wall_s": wall,
-                   "subject_peak_rss_gb": rss_kb / 1024**2}
+            row = {
+                "visit": f"sub-{subject} ses-{ses}",
+                "status": v["status"],
+                "duration_s": float(v["duration_s"]),
+                "read_s": reads.get(ses, float("nan")),
+                "t2_count": v["t2_count"],
+                "t2_volume_mm3": v["t2_volume_mm3"],
+                "contrasts": v["contrasts_used"],
+                "subject_wall_s": wall,
+                "subject_peak_rss_gb": rss_kb / 1024**2,
+            }
             anat = out / f"sub-{subject}" / f"ses-{ses}" / "anat"
             prefix = f"sub-{subject}_ses-{ses}"
             if subject == "cs07" and v["status"] == "ok":
-                truth = DATA / "derivatives/truth/sub-cs07/ses-01/anat/" \
+                truth = (
+                    DATA / "derivatives/truth/sub-cs07/ses-01/anat/"
                     "sub-cs07_ses-01_label-lesion_desc-consensus_mask.nii.gz"
-                row["lesions"] = _score("lesions", str(anat / f"{prefix}_label-T2lesion_mask.nii.gz"),
-                                        str(truth))
+                )
+                row["lesions"] = _score(
+                    "lesions", str(anat / f"{prefix}_label-T2lesion_mask.nii.gz"), str(truth)
+                )
             if subject == "lo01" and v["status"] == "ok":
-                truth = DATA / "derivatives/truth/sub-lo01/sub-lo01_space-common_label-brain_mask.nii.gz"
-                xfm = DATA / f"derivatives/truth/sub-lo01/ses-{ses}/xfm/" \
+                truth = (
+                    DATA
+                    / "derivatives/truth/sub-lo01/sub-lo01_space-common_label-brain_mask.nii.gz"
+                )
+                xfm = (
+                    DATA / f"derivatives/truth/sub-lo01/ses-{ses}/xfm/"
                     f"sub-lo01_ses-{ses}_from-FLAIR_to-common_mode-image_xfm.txt"
-                row["brain"] = _score("lesions", str(anat / f"{prefix}_desc-brain_mask.nii.gz"),
-                                      str(truth), "--xfm", str(xfm))
+                )
+                row["brain"] = _score(
+                    "lesions",
+                    str(anat / f"{prefix}_desc-brain_mask.nii.gz"),
+                    str(truth),
+                    "--xfm",
+                    str(xfm),
+                )
             rows.append(row)
     write_results(rows, args)
     print(RESULTS.read_text())
@@ -160,11 +197,17 @@ def write_results(rows: list[dict], args: argparse.Namespace) -> None:
     ]
     for r in rows:
         ratio = r["duration_s"] / r["read_s"] if r["read_s"] else float("nan")
-        lines.append(f"| {r['visit']} | {r['status']} | {r['contrasts']} | {_fmt(r['duration_s'], 1)} "
-                     f"| {_fmt(r['read_s'], 2)} | {_fmt(ratio, 0)} | {_fmt(r['subject_peak_rss_gb'], 2)} |")
-    lines += ["", "## T2 lesions on sub-cs07 (`score.py lesions` vs the consensus)", "",
-              "| visit | Dice | lesion F1 | sensitivity | precision | lesions pred / truth | volume mL pred / truth |",
-              "|---|---|---|---|---|---|---|"]
+        lines.append(
+            f"| {r['visit']} | {r['status']} | {r['contrasts']} | {_fmt(r['duration_s'], 1)} "
+            f"| {_fmt(r['read_s'], 2)} | {_fmt(ratio, 0)} | {_fmt(r['subject_peak_rss_gb'], 2)} |"
+        )
+    lines += [
+        "",
+        "## T2 lesions on sub-cs07 (`score.py lesions` vs the consensus)",
+        "",
+        "| visit | Dice | lesion F1 | sensitivity | precision | lesions pred / truth | volume mL pred / truth |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         s = r.get("lesions")
         if s:
@@ -172,14 +215,22 @@ def write_results(rows: list[dict], args: argparse.Namespace) -> None:
                 f"| {r['visit']} | {_fmt(s.get('dice'))} | {_fmt(s.get('f1'))} | "
                 f"{_fmt(s.get('sensitivity'))} | {_fmt(s.get('precision'))} | "
                 f"{s.get('pred_lesions')} / {s.get('truth_lesions')} | "
-                f"{_fmt(s.get('pred_volume_ml'), 2)} / {_fmt(s.get('truth_volume_ml'), 2)} |")
-    lines += ["", "## Brain extraction on sub-lo01 (`score.py lesions --xfm` vs the dataset brain mask)", "",
-              "| visit | Dice | volume mL pred / truth |", "|---|---|---|"]
+                f"{_fmt(s.get('pred_volume_ml'), 2)} / {_fmt(s.get('truth_volume_ml'), 2)} |"
+            )
+    lines += [
+        "",
+        "## Brain extraction on sub-lo01 (`score.py lesions --xfm` vs the dataset brain mask)",
+        "",
+        "| visit | Dice | volume mL pred / truth |",
+        "|---|---|---|",
+    ]
     for r in rows:
         s = r.get("brain")
         if s:
-            lines.append(f"| {r['visit']} | {_fmt(s.get('dice'), 4)} | "
-                         f"{_fmt(s.get('pred_volume_ml'), 0)} / {_fmt(s.get('truth_volume_ml'), 0)} |")
+            lines.append(
+                f"| {r['visit']} | {_fmt(s.get('dice'), 4)} | "
+                f"{_fmt(s.get('pred_volume_ml'), 0)} / {_fmt(s.get('truth_volume_ml'), 0)} |"
+            )
     lines += ["", "Raw scorer output:", "", "```"]
     for r in rows:
         for key in ("lesions", "brain"):

@@ -59,7 +59,8 @@ def test_kwargs_for_rejects_unknown_keys_naming_file(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "text", ["not toml = = ", '[lesions]\nx=1\n', '[protocol]\nname=""\n'],
+    "text",
+    ["not toml = = ", "[lesions]\nx=1\n", '[protocol]\nname=""\n'],
 )
 def test_invalid_protocols(tmp_path, text):
     with pytest.raises(ConfigError):

@@ -28,8 +28,20 @@ TRUTH = SAMPLE / "derivatives" / "truth"
 @pytest.fixture(scope="module")
 def sample_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("e2e") / "out"
-    code = main(["run", str(SAMPLE), str(out), "participant", "--participant-label",
-                 "phantom02", "--pipeline", "mesems_testing", "--n-procs", "2"])
+    code = main(
+        [
+            "run",
+            str(SAMPLE),
+            str(out),
+            "participant",
+            "--participant-label",
+            "phantom02",
+            "--pipeline",
+            "mesems_testing",
+            "--n-procs",
+            "2",
+        ]
+    )
     return code, out
 
 
@@ -44,18 +56,28 @@ def test_cli_run_succeeds_and_writes_the_contract(sample_run):
     assert (visits["status"] == "ok").all()
     # phantom02 misses contrasts at later visits: the pipeline uses what is there
     assert list(visits["contrasts_used"]) == [
-        "FLAIR+T1w+T2w+ce-gadolinium_T1w", "FLAIR+T1w+ce-gadolinium_T1w", "FLAIR"]
+        "FLAIR+T1w+T2w+ce-gadolinium_T1w",
+        "FLAIR+T1w+ce-gadolinium_T1w",
+        "FLAIR",
+    ]
     assert not list(out.rglob("*.part*")) and not list(out.rglob(".anat.*"))
 
 
 @pytest.mark.parametrize("ses", ["01", "02", "03"])
 def test_outputs_on_flair_grid_with_sidecars(sample_run, ses):
     _, out = sample_run
-    flair = nib.load(str(SAMPLE / f"sub-phantom02/ses-{ses}/anat/sub-phantom02_ses-{ses}_FLAIR.nii.gz"))
+    flair = nib.load(
+        str(SAMPLE / f"sub-phantom02/ses-{ses}/anat/sub-phantom02_ses-{ses}_FLAIR.nii.gz")
+    )
     anat = out / f"sub-phantom02/ses-{ses}/anat"
     prefix = f"sub-phantom02_ses-{ses}"
-    for name in ("label-T2lesion_mask", "label-T2lesion_probseg", "label-T2lesion_dseg",
-                 "desc-brain_mask", "desc-preproc_FLAIR"):
+    for name in (
+        "label-T2lesion_mask",
+        "label-T2lesion_probseg",
+        "label-T2lesion_dseg",
+        "desc-brain_mask",
+        "desc-preproc_FLAIR",
+    ):
         img = nib.load(str(anat / f"{prefix}_{name}.nii.gz"))
         assert img.shape == flair.shape, name
         np.testing.assert_allclose(img.affine, flair.affine, atol=1e-4)
@@ -68,7 +90,11 @@ def test_outputs_on_flair_grid_with_sidecars(sample_run, ses):
     mask = np.asarray(nib.load(str(anat / f"{prefix}_label-T2lesion_mask.nii.gz")).dataobj)
     np.testing.assert_array_equal(mask > 0, labels > 0)
     assert set(lesions["location"].dropna()) <= {
-        "periventricular", "juxtacortical", "infratentorial", "deep_white_matter"}
+        "periventricular",
+        "juxtacortical",
+        "infratentorial",
+        "deep_white_matter",
+    }
 
 
 def test_counts_close_to_phantom_truth(sample_run):
@@ -76,12 +102,22 @@ def test_counts_close_to_phantom_truth(sample_run):
     _, out = sample_run
     found, planted, false_pos = 0, 0, 0
     for ses in ("01", "02", "03"):
-        truth = np.asarray(nib.load(str(
-            TRUTH / f"sub-phantom02/ses-{ses}/anat/sub-phantom02_ses-{ses}_desc-lesionid_dseg.nii.gz"
-        )).dataobj)
-        labels = np.asarray(nib.load(str(
-            out / f"sub-phantom02/ses-{ses}/anat/sub-phantom02_ses-{ses}_label-T2lesion_dseg.nii.gz"
-        )).dataobj)
+        truth = np.asarray(
+            nib.load(
+                str(
+                    TRUTH
+                    / f"sub-phantom02/ses-{ses}/anat/sub-phantom02_ses-{ses}_desc-lesionid_dseg.nii.gz"
+                )
+            ).dataobj
+        )
+        labels = np.asarray(
+            nib.load(
+                str(
+                    out
+                    / f"sub-phantom02/ses-{ses}/anat/sub-phantom02_ses-{ses}_label-T2lesion_dseg.nii.gz"
+                )
+            ).dataobj
+        )
         ids = np.unique(truth[truth > 0])
         planted += ids.size
         found += int(np.unique(truth[(labels > 0) & (truth > 0)]).size)
@@ -97,7 +133,8 @@ def test_segment_t2_is_bit_identical_across_runs():
     a = lesionq.segment_t2(f"{d}FLAIR.nii.gz", **kwargs)
     b = lesionq.segment_t2(f"{d}FLAIR.nii.gz", **kwargs)
     np.testing.assert_array_equal(np.asarray(a.mask.dataobj), np.asarray(b.mask.dataobj))
-    np.testing.assert_array_equal(np.asarray(a.probability.dataobj),
-                                  np.asarray(b.probability.dataobj))
+    np.testing.assert_array_equal(
+        np.asarray(a.probability.dataobj), np.asarray(b.probability.dataobj)
+    )
     pd.testing.assert_frame_equal(a.lesions, b.lesions)
     assert a.count > 0

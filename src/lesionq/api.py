@@ -136,31 +136,47 @@ def segment_t2(
     settings = protocol if isinstance(protocol, Settings) else load_protocol(protocol)
     steps.validate_settings(settings)
     fl = _volume(flair, "FLAIR")
-    prep = steps.prepare_flair(fl, bias=settings.section("bias"), brain=settings.section("brain"),
-                               n_threads=n_threads)
+    prep = steps.prepare_flair(
+        fl, bias=settings.section("bias"), brain=settings.section("brain"), n_threads=n_threads
+    )
     coreg: dict[str, Volume] = {}
     for key, img, kind in (("t1", t1, "T1w"), ("t2", t2, "T2w")):
         if img is not None:
             coreg[key] = steps.coregister_to_flair(
-                _volume(img, kind), prep.flair, prep.brain_mask,
-                skull_stripped=prep.skull_stripped, bias=settings.section("bias"),
-                registration=settings.section("registration"), n_threads=n_threads).image
+                _volume(img, kind),
+                prep.flair,
+                prep.brain_mask,
+                skull_stripped=prep.skull_stripped,
+                bias=settings.section("bias"),
+                registration=settings.section("registration"),
+                n_threads=n_threads,
+            ).image
     template = dict(settings.section("template"))
     priors = None
     if use_atlas and template.pop("enabled", True):
-        priors = steps.atlas_priors(prep.flair, prep.brain_mask, t1=coreg.get("t1"),
-                                    template=template, n_threads=n_threads).maps
-    seg = steps.segment_t2_volumes(prep.flair, prep.brain_mask, t1=coreg.get("t1"),
-                                   t2=coreg.get("t2"), priors=priors,
-                                   segmentation=settings.section("segmentation"),
-                                   min_volume_mm3=settings.section("lesions")["min_volume_mm3"],
-                                   n_threads=n_threads)
-    tab = steps.tabulate_lesions(seg.mask, flair=prep.flair, brain_mask=prep.brain_mask,
-                                 probability=seg.probability,
-                                 location=None if priors is None else priors["location"],
-                                 lesions=settings.section("lesions"),
-                                 location_rules=settings.section("location"),
-                                 n_threads=n_threads)
+        priors = steps.atlas_priors(
+            prep.flair, prep.brain_mask, t1=coreg.get("t1"), template=template, n_threads=n_threads
+        ).maps
+    seg = steps.segment_t2_volumes(
+        prep.flair,
+        prep.brain_mask,
+        t1=coreg.get("t1"),
+        t2=coreg.get("t2"),
+        priors=priors,
+        segmentation=settings.section("segmentation"),
+        min_volume_mm3=settings.section("lesions")["min_volume_mm3"],
+        n_threads=n_threads,
+    )
+    tab = steps.tabulate_lesions(
+        seg.mask,
+        flair=prep.flair,
+        brain_mask=prep.brain_mask,
+        probability=seg.probability,
+        location=None if priors is None else priors["location"],
+        lesions=settings.section("lesions"),
+        location_rules=settings.section("location"),
+        n_threads=n_threads,
+    )
     return T2Result(
         mask=_image(seg.mask, np.uint8),
         probability=_image(seg.probability, np.float32),
@@ -209,13 +225,16 @@ def run(
     settings = protocol if isinstance(protocol, Settings) else load_protocol(protocol)
     if overrides:
         settings = settings.with_overrides(overrides)
-    summary = run_dataset(bids_dir, out_dir, settings=settings,
-                          participant_labels=participant_labels, n_procs=n_procs)
+    summary = run_dataset(
+        bids_dir, out_dir, settings=settings, participant_labels=participant_labels, n_procs=n_procs
+    )
     df = pd.DataFrame(list(summary.rows))
     return df[[c for c in VISIT_COLUMNS if c in df.columns]]
 
 
-def check(bids_dir: str | os.PathLike[str], participant_labels: Sequence[str] | None = None) -> list:
+def check(
+    bids_dir: str | os.PathLike[str], participant_labels: Sequence[str] | None = None
+) -> list:
     """Run the input check battery (see :mod:`lesionq.io.checks`); returns the findings."""
     from .io.checks import check_dataset
 

@@ -45,8 +45,7 @@ def _repo_dir(name: str, env: str) -> Path:
         if cand.is_dir() and (parent / "pyproject.toml").is_file():
             return cand
     raise ConfigError(
-        f"cannot find the '{name}' folder: set {env} to its path "
-        f"(searched the parents of {here})"
+        f"cannot find the '{name}' folder: set {env} to its path (searched the parents of {here})"
     )
 
 
@@ -185,7 +184,9 @@ def load_protocol(name_or_path: str | os.PathLike[str] | None = None) -> Setting
         path = pipelines_dir() / f"{target}.toml"
     if not path.is_file():
         available = sorted(p.stem for p in pipelines_dir().glob("*.toml"))
-        raise ConfigError(f"protocol {target!r} not found (looked for {path}); available: {available}")
+        raise ConfigError(
+            f"protocol {target!r} not found (looked for {path}); available: {available}"
+        )
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:

@@ -43,10 +43,23 @@ LOGGER = logging.getLogger(__name__)
 
 #: Columns of ``lesions.tsv`` (see README "Outputs").
 LESION_TABLE_COLUMNS: tuple[str, ...] = (
-    "lesion_id", "label", "volume_mm3", "n_voxels",
-    "centroid_x_mm", "centroid_y_mm", "centroid_z_mm", "location",
-    "flair_mean", "flair_max", "probability_mean",
-    "bbox_i_min", "bbox_j_min", "bbox_k_min", "bbox_i_max", "bbox_j_max", "bbox_k_max",
+    "lesion_id",
+    "label",
+    "volume_mm3",
+    "n_voxels",
+    "centroid_x_mm",
+    "centroid_y_mm",
+    "centroid_z_mm",
+    "location",
+    "flair_mean",
+    "flair_max",
+    "probability_mean",
+    "bbox_i_min",
+    "bbox_j_min",
+    "bbox_k_min",
+    "bbox_i_max",
+    "bbox_j_max",
+    "bbox_k_max",
 )
 
 
@@ -170,8 +183,9 @@ def coregister_to_flair(
     trust_same_grid = bool(params.pop("trust_same_grid", False))
     fixed_mask_mode = str(params.pop("fixed_mask", "none"))
     if fixed_mask_mode not in ("none", "brain"):
-        raise ConfigError(f"[registration] fixed_mask must be 'none' or 'brain', "
-                          f"got {fixed_mask_mode!r}")
+        raise ConfigError(
+            f"[registration] fixed_mask must be 'none' or 'brain', got {fixed_mask_mode!r}"
+        )
     arr = np.asarray(moving.array, dtype=np.float32)
     if skull_stripped:
         corrected = arr
@@ -184,11 +198,24 @@ def coregister_to_flair(
         LOGGER.info("%s shares the FLAIR grid: taken as co-registered", moving.kind)
         tx: sitk.Transform = sitk.Euler3DTransform()
     else:
-        tx = estimate_rigid(flair.array, flair.affine, corrected, moving.affine,
-                            fixed_mask=fixed_mask if fixed_mask_mode == "brain" else None,
-                            n_threads=n_threads, **params)
-    out = resample_to(corrected, moving.affine, flair.shape, flair.affine, tx,
-                      interpolation="linear", n_threads=n_threads)
+        tx = estimate_rigid(
+            flair.array,
+            flair.affine,
+            corrected,
+            moving.affine,
+            fixed_mask=fixed_mask if fixed_mask_mode == "brain" else None,
+            n_threads=n_threads,
+            **params,
+        )
+    out = resample_to(
+        corrected,
+        moving.affine,
+        flair.shape,
+        flair.affine,
+        tx,
+        interpolation="linear",
+        n_threads=n_threads,
+    )
     if skull_stripped:
         out = np.where(fixed_mask, out, 0)
     return Coregistered(Volume(out.astype(np.float32), flair.affine, moving.kind), tx)
@@ -219,15 +246,37 @@ def atlas_priors(
     atlas = load_atlas(atlas_dir)
     ref = t1 if t1 is not None else flair
     mask = np.asarray(brain_mask.array) > 0
-    tx = register_template(atlas.t1w_scaled(), atlas.affine, ref.array, ref.affine, mask,
-                           template_mask=atlas.brain_mask, n_threads=n_threads, **template)
+    tx = register_template(
+        atlas.t1w_scaled(),
+        atlas.affine,
+        ref.array,
+        ref.affine,
+        mask,
+        template_mask=atlas.brain_mask,
+        n_threads=n_threads,
+        **template,
+    )
     maps: dict[str, Volume] = {}
     for key in ("wm", "gm", "csf"):
-        arr = resample_to(atlas.probability(key), atlas.affine, flair.shape, flair.affine, tx,
-                          interpolation="linear", n_threads=n_threads)
+        arr = resample_to(
+            atlas.probability(key),
+            atlas.affine,
+            flair.shape,
+            flair.affine,
+            tx,
+            interpolation="linear",
+            n_threads=n_threads,
+        )
         maps[key] = Volume(np.clip(arr, 0, 1).astype(np.float32), flair.affine, key)
-    loc = resample_to(atlas.location, atlas.affine, flair.shape, flair.affine, tx,
-                      interpolation="nearest", n_threads=n_threads)
+    loc = resample_to(
+        atlas.location,
+        atlas.affine,
+        flair.shape,
+        flair.affine,
+        tx,
+        interpolation="nearest",
+        n_threads=n_threads,
+    )
     maps["location"] = Volume(loc.astype(np.uint8), flair.affine, "location")
     return AtlasMaps(maps=maps, transform=tx)
 
@@ -309,10 +358,15 @@ def tabulate_lesions(
     labels, n = label_lesions(np.asarray(mask.array) > 0, vs, **dict(lesions))
     loc_classes = None
     if location is not None and n:
-        loc_classes = classify_locations(labels, np.asarray(location.array), vs,
-                                         **dict(location_rules or {}))
-    table = lesion_table(labels, mask.affine, location=loc_classes,
-                         intensity=np.asarray(flair.array, dtype=np.float32))
+        loc_classes = classify_locations(
+            labels, np.asarray(location.array), vs, **dict(location_rules or {})
+        )
+    table = lesion_table(
+        labels,
+        mask.affine,
+        location=loc_classes,
+        intensity=np.asarray(flair.array, dtype=np.float32),
+    )
     cols = table.columns()
     df = pd.DataFrame({k: cols[k] for k in cols if k not in ("mean_intensity", "max_intensity")})
     df["label"] = "T2"
@@ -328,8 +382,16 @@ def tabulate_lesions(
     else:
         df["probability_mean"] = np.nan
     df = df[list(LESION_TABLE_COLUMNS)].round(
-        {"volume_mm3": 3, "centroid_x_mm": 2, "centroid_y_mm": 2, "centroid_z_mm": 2,
-         "flair_mean": 3, "flair_max": 3, "probability_mean": 4})
+        {
+            "volume_mm3": 3,
+            "centroid_x_mm": 2,
+            "centroid_y_mm": 2,
+            "centroid_z_mm": 2,
+            "flair_mean": 3,
+            "flair_max": 3,
+            "probability_mean": 4,
+        }
+    )
     brain_vol = float(voxels_to_mm3(int(np.count_nonzero(brain_mask.array)), vs))
     return Tabulated(
         labels=Volume(labels.astype(np.int32), mask.affine, "labels"),

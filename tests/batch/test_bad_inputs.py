@@ -46,7 +46,7 @@ def _corrupt_gzip(p: Path) -> None:
     _save(_good_flair(), p)
     raw = bytearray(p.read_bytes())
     mid = len(raw) // 2
-    raw[mid:mid + 64] = bytes(64)
+    raw[mid : mid + 64] = bytes(64)
     p.write_bytes(bytes(raw))
 
 
@@ -74,6 +74,7 @@ def _with_value(value: float):
         d = np.asanyarray(ref.dataobj).astype(np.float32)
         d[40:44, 40:44, 20] = value
         _save(nib.Nifti1Image(d, ref.affine), p)
+
     return make
 
 
@@ -81,6 +82,7 @@ def _constant(value: float):
     def make(p: Path) -> None:
         ref = _good_flair()
         _save(nib.Nifti1Image(np.full(ref.shape, value, np.float32), ref.affine), p)
+
     return make
 
 
@@ -111,8 +113,9 @@ BAD_FLAIR = {
 def batch(tmp_path_factory):
     root = tmp_path_factory.mktemp("bad") / "bids"
     root.mkdir()
-    (root / "dataset_description.json").write_text(json.dumps(
-        {"Name": "bad inputs", "BIDSVersion": "1.9.0"}))
+    (root / "dataset_description.json").write_text(
+        json.dumps({"Name": "bad inputs", "BIDSVersion": "1.9.0"})
+    )
     good = root / "sub-good" / "ses-01" / "anat"
     good.mkdir(parents=True)
     for f in GOOD.glob("*_FLAIR.nii.gz"):
@@ -176,11 +179,14 @@ def test_bad_flair_fails_its_visit_naming_file_and_problem(batch, cls):
     assert not (out / f"sub-{cls}").exists() or not list((out / f"sub-{cls}").rglob("*.nii.gz"))
 
 
-@pytest.mark.parametrize(("cls", "words"), [
-    ("noflair", ("FLAIR",)),
-    ("fov", ("field of view", "fov", "overlap")),
-    ("entity", ("sub-other",)),
-])
+@pytest.mark.parametrize(
+    ("cls", "words"),
+    [
+        ("noflair", ("FLAIR",)),
+        ("fov", ("field of view", "fov", "overlap")),
+        ("entity", ("sub-other",)),
+    ],
+)
 def test_visit_level_problems(batch, cls, words):
     _, _, summary = batch
     row = _row(summary, cls)
@@ -205,7 +211,10 @@ def test_node_errors_are_reported_by_their_cause():
 
     exc = NodeExecutionError(
         "Exception raised while executing Node prep_flair.\n\nTraceback:\n\tTraceback (most "
-        "recent call last):\n\t  File \"x.py\", line 1, in f\n\tlesionq.errors.ProcessingError: "
-        "/d/FLAIR.nii.gz: brain extraction found 12 mL (rule: >= 200 mL)\n")
-    assert _reason(exc) == ("ProcessingError: /d/FLAIR.nii.gz: brain extraction found 12 mL "
-                            "(rule: >= 200 mL) (node prep_flair)")
+        'recent call last):\n\t  File "x.py", line 1, in f\n\tlesionq.errors.ProcessingError: '
+        "/d/FLAIR.nii.gz: brain extraction found 12 mL (rule: >= 200 mL)\n"
+    )
+    assert _reason(exc) == (
+        "ProcessingError: /d/FLAIR.nii.gz: brain extraction found 12 mL "
+        "(rule: >= 200 mL) (node prep_flair)"
+    )

@@ -24,8 +24,12 @@ def test_names_follow_the_issue_contract(tmp_path):
     p = output_path(tmp_path, "cs07", "01", "t2_mask")
     assert p == tmp_path / "sub-cs07/ses-01/anat/sub-cs07_ses-01_label-T2lesion_mask.nii.gz"
     assert output_path(tmp_path, "cs07", "01", "lesions").name == "sub-cs07_ses-01_lesions.tsv"
-    assert output_path(tmp_path, "cs07", "01", "brain_mask").name.endswith("_desc-brain_mask.nii.gz")
-    assert output_path(tmp_path, "x", None, "t2_probseg").name == "sub-x_label-T2lesion_probseg.nii.gz"
+    assert output_path(tmp_path, "cs07", "01", "brain_mask").name.endswith(
+        "_desc-brain_mask.nii.gz"
+    )
+    assert (
+        output_path(tmp_path, "x", None, "t2_probseg").name == "sub-x_label-T2lesion_probseg.nii.gz"
+    )
     assert sidecar_path(p).name == "sub-cs07_ses-01_label-T2lesion_mask.json"
 
 
@@ -60,8 +64,9 @@ def test_publish_failure_leaves_previous_results(tmp_path):
     first = publish_visit(out, "a", "01", {"t2_mask": src}, prov=prov)
     before = first["t2_mask"].read_bytes()
     with pytest.raises(FileNotFoundError):
-        publish_visit(out, "a", "01", {"t2_mask": src, "lesions": tmp_path / "missing.tsv"},
-                      prov=prov)
+        publish_visit(
+            out, "a", "01", {"t2_mask": src, "lesions": tmp_path / "missing.tsv"}, prov=prov
+        )
     assert first["t2_mask"].read_bytes() == before
     assert not list(first["t2_mask"].parent.parent.glob(".anat.*"))
 
@@ -93,13 +98,19 @@ def test_dataset_description(tmp_path):
 
 def test_visits_table_merge_replaces_same_visit(tmp_path):
     dest = tmp_path / "visits.tsv"
-    update_visits_table(dest, [
-        {"participant_id": "sub-b", "session_id": "ses-01", "status": "ok", "t2_count": 3},
-        {"participant_id": "sub-a", "session_id": "ses-01", "status": "failed", "reason": "x"},
-    ])
-    df = update_visits_table(dest, [
-        {"participant_id": "sub-a", "session_id": "ses-01", "status": "ok", "t2_count": 5},
-    ])
+    update_visits_table(
+        dest,
+        [
+            {"participant_id": "sub-b", "session_id": "ses-01", "status": "ok", "t2_count": 3},
+            {"participant_id": "sub-a", "session_id": "ses-01", "status": "failed", "reason": "x"},
+        ],
+    )
+    df = update_visits_table(
+        dest,
+        [
+            {"participant_id": "sub-a", "session_id": "ses-01", "status": "ok", "t2_count": 5},
+        ],
+    )
     back = read_tsv(dest)
     assert list(back["participant_id"]) == ["sub-a", "sub-b"]
     assert list(back["status"]) == ["ok", "ok"]

@@ -8,14 +8,19 @@ import pytest
 
 from lesionq.workflows.visit import VISIT_OUTPUTS, init_visit_wf
 
-SECTIONS = dict(bias={}, brain={}, registration={}, template={}, segmentation={}, lesions={},
-                location={})
+SECTIONS = dict(
+    bias={}, brain={}, registration={}, template={}, segmentation={}, lesions={}, location={}
+)
 
 
 @pytest.mark.parametrize(
     ("contrasts", "use_atlas"),
-    [(c, a) for n in range(4) for c in itertools.combinations(("t1", "t2", "t1ce"), n)
-     for a in (True, False)],
+    [
+        (c, a)
+        for n in range(4)
+        for c in itertools.combinations(("t1", "t2", "t1ce"), n)
+        for a in (True, False)
+    ],
 )
 def test_graph_has_one_coreg_node_per_contrast(contrasts, use_atlas):
     wf = init_visit_wf(contrasts=contrasts, use_atlas=use_atlas, n_threads=2, **SECTIONS)

@@ -156,8 +156,13 @@ def run_visit(
         row["status"] = "ok"
         row["reason"] = None
     except (LesionQError, _InputRejected, Exception) as exc:  # one visit never stops the batch
-        LOGGER.error("visit %s %s failed: %s", row["participant_id"], row["session_id"], exc,
-                     exc_info=not isinstance(exc, LesionQError | _InputRejected))
+        LOGGER.error(
+            "visit %s %s failed: %s",
+            row["participant_id"],
+            row["session_id"],
+            exc,
+            exc_info=not isinstance(exc, LesionQError | _InputRejected),
+        )
         row["status"] = "failed"
         row["reason"] = str(exc) if isinstance(exc, _InputRejected) else _reason(exc)
     row["duration_s"] = round(time.perf_counter() - t0, 2)

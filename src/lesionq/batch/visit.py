@@ -102,9 +102,19 @@ def run_visit_workflow(
     publish = {k: outs[k] for k in _ALWAYS}
     publish.update({k: outs[k] for k in _OPTIONAL if _defined(outs.get(k))})
     prov = provenance(settings, {_ROLES[k]: files[k] for k in ("flair", *contrasts)})
-    publish_visit(out_dir, visit.subject, visit.session, publish, prov=prov,
-                  extra={"t2_mask": {"LesionCount": int(outs["t2_count"]),
-                                     "LesionVolume_mm3": float(outs["t2_volume_mm3"])}})
+    publish_visit(
+        out_dir,
+        visit.subject,
+        visit.session,
+        publish,
+        prov=prov,
+        extra={
+            "t2_mask": {
+                "LesionCount": int(outs["t2_count"]),
+                "LesionVolume_mm3": float(outs["t2_volume_mm3"]),
+            }
+        },
+    )
     return {
         "t2_count": int(outs["t2_count"]),
         "t2_volume_mm3": round(float(outs["t2_volume_mm3"]), 3),

@@ -42,31 +42,62 @@ def build_parser() -> argparse.ArgumentParser:
         description="MS lesion quantification for clinical trials (T2/FLAIR lesions per visit).",
     )
     parser.add_argument("--version", action="version", version=f"lesionq {__version__}")
-    parser.add_argument("-v", "--verbose", action="count", default=0,
-                        help="more log output (-v info, -vv debug)")
+    parser.add_argument(
+        "-v", "--verbose", action="count", default=0, help="more log output (-v info, -vv debug)"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="process a BIDS dataset (BIDS-app style)")
     run.add_argument("bids_dir", type=Path, help="input BIDS dataset")
     run.add_argument("out_dir", type=Path, help="output folder (BIDS derivatives)")
-    run.add_argument("analysis_level", choices=["participant"],
-                     help="BIDS-app analysis level (only 'participant')")
-    run.add_argument("--participant-label", "--participant_label", nargs="+", default=None,
-                     metavar="L", help="subjects to process, with or without 'sub-' (default: all)")
-    run.add_argument("--pipeline", default=None, metavar="NAME_OR_TOML",
-                     help="protocol name in pipelines/ or a TOML path (default: mesems_v1)")
-    run.add_argument("--n-procs", "--n_procs", type=int, default=None, metavar="N",
-                     help="threads for one visit's heavy steps (default: all cores)")
-    run.add_argument("--work-dir", type=Path, default=None,
-                     help="scratch folder for intermediate files (default: OUT_DIR/.lesionq-work)")
-    run.add_argument("--set", dest="overrides", action="append", type=_parse_override,
-                     default=[], metavar="SECTION.KEY=VALUE",
-                     help="override one protocol setting (JSON value), e.g. segmentation.threshold=0.4")
+    run.add_argument(
+        "analysis_level",
+        choices=["participant"],
+        help="BIDS-app analysis level (only 'participant')",
+    )
+    run.add_argument(
+        "--participant-label",
+        "--participant_label",
+        nargs="+",
+        default=None,
+        metavar="L",
+        help="subjects to process, with or without 'sub-' (default: all)",
+    )
+    run.add_argument(
+        "--pipeline",
+        default=None,
+        metavar="NAME_OR_TOML",
+        help="protocol name in pipelines/ or a TOML path (default: mesems_v1)",
+    )
+    run.add_argument(
+        "--n-procs",
+        "--n_procs",
+        type=int,
+        default=None,
+        metavar="N",
+        help="threads for one visit's heavy steps (default: all cores)",
+    )
+    run.add_argument(
+        "--work-dir",
+        type=Path,
+        default=None,
+        help="scratch folder for intermediate files (default: OUT_DIR/.lesionq-work)",
+    )
+    run.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        type=_parse_override,
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override one protocol setting (JSON value), e.g. segmentation.threshold=0.4",
+    )
 
     chk = sub.add_parser("check", help="run the input check battery on a BIDS dataset")
     chk.add_argument("bids_dir", type=Path)
-    chk.add_argument("--participant-label", "--participant_label", nargs="+", default=None,
-                     metavar="L")
+    chk.add_argument(
+        "--participant-label", "--participant_label", nargs="+", default=None, metavar="L"
+    )
     return parser
 
 

@@ -242,7 +242,7 @@ class SegmentT2(SimpleInterface):
             t2=t2,
             priors=priors,
             segmentation=dict(self.inputs.segmentation),
-                                 min_volume_mm3=self.inputs.min_volume_mm3,
+            min_volume_mm3=self.inputs.min_volume_mm3,
             n_threads=self.inputs.n_threads,
         )
         self._results["probseg"] = str(

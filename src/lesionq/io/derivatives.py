@@ -76,54 +76,82 @@ class OutputSpec:
 #: Every per-visit output lesionq writes, by key.
 OUTPUTS: Mapping[str, OutputSpec] = {
     "t2_mask": OutputSpec(
-        "label-T2lesion", "mask", ".nii.gz",
+        "label-T2lesion",
+        "mask",
+        ".nii.gz",
         "T2/FLAIR hyperintense lesion mask (uint8, 1 = lesion) on the input FLAIR grid",
     ),
     "t2_probseg": OutputSpec(
-        "label-T2lesion", "probseg", ".nii.gz",
+        "label-T2lesion",
+        "probseg",
+        ".nii.gz",
         "T2/FLAIR lesion probability (float32, 0..1) on the input FLAIR grid",
     ),
     "t2_labels": OutputSpec(
-        "label-T2lesion", "dseg", ".nii.gz",
+        "label-T2lesion",
+        "dseg",
+        ".nii.gz",
         "T2 lesion label image (int32): voxel value = lesion_id of lesions.tsv, 0 = background",
     ),
     "brain_mask": OutputSpec(
-        "desc-brain", "mask", ".nii.gz", "Brain mask (uint8) on the input FLAIR grid",
+        "desc-brain",
+        "mask",
+        ".nii.gz",
+        "Brain mask (uint8) on the input FLAIR grid",
     ),
     "flair_preproc": OutputSpec(
-        "desc-preproc", "FLAIR", ".nii.gz",
+        "desc-preproc",
+        "FLAIR",
+        ".nii.gz",
         "Bias-corrected FLAIR (float32) on the input FLAIR grid",
     ),
     "t1_coreg": OutputSpec(
-        "space-FLAIR_desc-preproc", "T1w", ".nii.gz",
+        "space-FLAIR_desc-preproc",
+        "T1w",
+        ".nii.gz",
         "Bias-corrected T1w rigidly registered and resampled onto the FLAIR grid",
     ),
     "t2_coreg": OutputSpec(
-        "space-FLAIR_desc-preproc", "T2w", ".nii.gz",
+        "space-FLAIR_desc-preproc",
+        "T2w",
+        ".nii.gz",
         "Bias-corrected T2w rigidly registered and resampled onto the FLAIR grid",
     ),
     "t1ce_coreg": OutputSpec(
-        "space-FLAIR_ce-gadolinium_desc-preproc", "T1w", ".nii.gz",
+        "space-FLAIR_ce-gadolinium_desc-preproc",
+        "T1w",
+        ".nii.gz",
         "Bias-corrected post-contrast T1w rigidly registered onto the FLAIR grid",
     ),
     "xfm_t1": OutputSpec(
-        "from-T1w_to-FLAIR_mode-image", "xfm", ".txt",
+        "from-T1w_to-FLAIR_mode-image",
+        "xfm",
+        ".txt",
         "ITK rigid transform (LPS physical space) mapping FLAIR points to T1w points",
     ),
     "xfm_t2": OutputSpec(
-        "from-T2w_to-FLAIR_mode-image", "xfm", ".txt",
+        "from-T2w_to-FLAIR_mode-image",
+        "xfm",
+        ".txt",
         "ITK rigid transform (LPS physical space) mapping FLAIR points to T2w points",
     ),
     "xfm_t1ce": OutputSpec(
-        "from-ceT1w_to-FLAIR_mode-image", "xfm", ".txt",
+        "from-ceT1w_to-FLAIR_mode-image",
+        "xfm",
+        ".txt",
         "ITK rigid transform (LPS physical space) mapping FLAIR points to ce-T1w points",
     ),
     "xfm_template": OutputSpec(
-        "from-MNI152NLin2009aSym_to-FLAIR_mode-image", "xfm", ".txt",
+        "from-MNI152NLin2009aSym_to-FLAIR_mode-image",
+        "xfm",
+        ".txt",
         "ITK affine transform (LPS) mapping FLAIR points to atlas template points",
     ),
     "lesions": OutputSpec(
-        "", "lesions", ".tsv", "One row per lesion of the visit (see README for columns)",
+        "",
+        "lesions",
+        ".tsv",
+        "One row per lesion of the visit (see README for columns)",
     ),
 }
 
@@ -198,7 +226,9 @@ def write_sidecar(
     return dest
 
 
-def write_dataset_description(out_dir: str | os.PathLike[str], *, source_dir: str | None = None) -> Path:
+def write_dataset_description(
+    out_dir: str | os.PathLike[str], *, source_dir: str | None = None
+) -> Path:
     """Write ``OUT/dataset_description.json`` (BIDS derivatives, DatasetType ``derivative``)."""
     body: dict[str, Any] = {
         "Name": "lesionq derivatives",
@@ -214,8 +244,9 @@ def write_dataset_description(out_dir: str | os.PathLike[str], *, source_dir: st
     }
     if source_dir is not None:
         body["SourceDatasets"] = [{"URL": Path(source_dir).resolve().as_uri()}]
-    return atomic_write_text(Path(out_dir) / "dataset_description.json",
-                             json.dumps(body, indent=2) + "\n")
+    return atomic_write_text(
+        Path(out_dir) / "dataset_description.json", json.dumps(body, indent=2) + "\n"
+    )
 
 
 def publish_visit(
@@ -269,8 +300,9 @@ def publish_visit(
             spec = OUTPUTS[key]
             dest = staging / spec.filename(subject, session)
             shutil.copyfile(src, dest)
-            write_sidecar(dest, prov=prov, description=spec.description,
-                          extra=(extra or {}).get(key))
+            write_sidecar(
+                dest, prov=prov, description=spec.description, extra=(extra or {}).get(key)
+            )
             published[key] = final_dir / dest.name
         old = None
         if final_dir.exists():

@@ -69,8 +69,14 @@ def load_image(path: str | os.PathLike[str], *, read_data: bool = True) -> nib.N
         raise MissingInputError(f"{p}: file not found")
     try:
         img = nib.load(str(p))
-    except (nib.filebasedimages.ImageFileError, OSError, EOFError, ValueError, zlib.error,
-            gzip.BadGzipFile) as exc:
+    except (
+        nib.filebasedimages.ImageFileError,
+        OSError,
+        EOFError,
+        ValueError,
+        zlib.error,
+        gzip.BadGzipFile,
+    ) as exc:
         raise CorruptFileError(f"{p}: cannot read as NIfTI ({type(exc).__name__}: {exc})") from exc
     if not isinstance(img, nib.Nifti1Image | nib.Nifti2Image):
         raise CorruptFileError(f"{p}: is a {type(img).__name__}, expected a NIfTI image")
@@ -82,12 +88,17 @@ def load_image(path: str | os.PathLike[str], *, read_data: bool = True) -> nib.N
                 f"{p}: voxel data cannot be read, the file is truncated or corrupt "
                 f"({type(exc).__name__}: {exc}); re-export or re-upload this scan"
             ) from exc
-        img = nib.Nifti1Image(data, img.affine, img.header) if isinstance(
-            img, nib.Nifti1Image) else nib.Nifti2Image(data, img.affine, img.header)
+        img = (
+            nib.Nifti1Image(data, img.affine, img.header)
+            if isinstance(img, nib.Nifti1Image)
+            else nib.Nifti2Image(data, img.affine, img.header)
+        )
     return img
 
 
-def load_array(path: str | os.PathLike[str], dtype: type = np.float32) -> tuple[np.ndarray, np.ndarray]:
+def load_array(
+    path: str | os.PathLike[str], dtype: type = np.float32
+) -> tuple[np.ndarray, np.ndarray]:
     """Load a 3-D image as ``(array, affine)``.
 
     Parameters
@@ -127,8 +138,9 @@ def atomic_path(dest: str | os.PathLike[str]) -> Iterator[Path]:
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     suffix = "".join(dest.suffixes) or ".tmp"
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name.split('.')[0]}.", suffix=".part" + suffix,
-                               dir=dest.parent)
+    fd, tmp = tempfile.mkstemp(
+        prefix=f".{dest.name.split('.')[0]}.", suffix=".part" + suffix, dir=dest.parent
+    )
     os.close(fd)
     tmp_path = Path(tmp)
     # mkstemp creates 0600 files: give the final file the usual umask-based mode

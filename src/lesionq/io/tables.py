@@ -56,8 +56,13 @@ def write_tsv(df: pd.DataFrame, dest: str | os.PathLike[str]) -> Path:
 
 def read_tsv(path: str | os.PathLike[str]) -> pd.DataFrame:
     """Read a TSV written by :func:`write_tsv` ("n/a" read as missing)."""
-    return pd.read_csv(path, sep="\t", na_values=["n/a"], keep_default_na=False,
-                       dtype={"participant_id": str, "session_id": str})
+    return pd.read_csv(
+        path,
+        sep="\t",
+        na_values=["n/a"],
+        keep_default_na=False,
+        dtype={"participant_id": str, "session_id": str},
+    )
 
 
 def update_visits_table(

@@ -35,9 +35,22 @@ COREG_CONTRASTS: Mapping[str, str] = {"t1": "T1w", "t2": "T2w", "t1ce": "ce-gado
 
 #: Fields of the workflow's outputnode.
 VISIT_OUTPUTS = (
-    "flair_preproc", "brain_mask", "skull_stripped",
-    "t1_coreg", "t2_coreg", "t1ce_coreg", "xfm_t1", "xfm_t2", "xfm_t1ce", "xfm_template",
-    "t2_probseg", "t2_mask", "t2_labels", "lesions", "t2_count", "t2_volume_mm3",
+    "flair_preproc",
+    "brain_mask",
+    "skull_stripped",
+    "t1_coreg",
+    "t2_coreg",
+    "t1ce_coreg",
+    "xfm_t1",
+    "xfm_t2",
+    "xfm_t1ce",
+    "xfm_template",
+    "t2_probseg",
+    "t2_mask",
+    "t2_labels",
+    "lesions",
+    "t2_count",
+    "t2_volume_mm3",
     "brain_volume_mm3",
 )
 
@@ -85,67 +98,125 @@ def init_visit_wf(
     """
     unknown = set(contrasts) - set(COREG_CONTRASTS)
     if unknown:
-        raise ValueError(f"init_visit_wf: unknown contrasts {sorted(unknown)}; "
-                         f"known: {sorted(COREG_CONTRASTS)}")
+        raise ValueError(
+            f"init_visit_wf: unknown contrasts {sorted(unknown)}; known: {sorted(COREG_CONTRASTS)}"
+        )
     if n_threads < 1:
         raise ValueError(f"init_visit_wf: n_threads must be >= 1, got {n_threads}")
     wf = pe.Workflow(name=name)
     inputnode = pe.Node(IdentityInterface(fields=["flair", *contrasts]), name="inputnode")
     outputnode = pe.Node(IdentityInterface(fields=list(VISIT_OUTPUTS)), name="outputnode")
 
-    prep = pe.Node(PrepareFLAIR(bias=dict(bias), brain=dict(brain), n_threads=n_threads),
-                   name="prep_flair", n_procs=n_threads, mem_gb=2.0)
-    wf.connect([
-        (inputnode, prep, [("flair", "flair")]),
-        (prep, outputnode, [("flair_preproc", "flair_preproc"), ("brain_mask", "brain_mask"),
-                            ("skull_stripped", "skull_stripped")]),
-    ])
+    prep = pe.Node(
+        PrepareFLAIR(bias=dict(bias), brain=dict(brain), n_threads=n_threads),
+        name="prep_flair",
+        n_procs=n_threads,
+        mem_gb=2.0,
+    )
+    wf.connect(
+        [
+            (inputnode, prep, [("flair", "flair")]),
+            (
+                prep,
+                outputnode,
+                [
+                    ("flair_preproc", "flair_preproc"),
+                    ("brain_mask", "brain_mask"),
+                    ("skull_stripped", "skull_stripped"),
+                ],
+            ),
+        ]
+    )
 
-    seg = pe.Node(SegmentT2(segmentation=dict(segmentation),
-                            min_volume_mm3=float(lesions.get("min_volume_mm3", 3.0)),
-                            n_threads=n_threads),
-                  name="segment_t2", n_procs=n_threads, mem_gb=2.0)
-    tab = pe.Node(TabulateLesions(lesions=dict(lesions), location_rules=dict(location),
-                                  n_threads=n_threads),
-                  name="tabulate", n_procs=n_threads, mem_gb=1.0)
-    wf.connect([
-        (prep, seg, [("flair_preproc", "flair_preproc"), ("brain_mask", "brain_mask")]),
-        (prep, tab, [("flair_preproc", "flair_preproc"), ("brain_mask", "brain_mask")]),
-        (seg, tab, [("mask", "mask"), ("probseg", "probseg")]),
-        (seg, outputnode, [("probseg", "t2_probseg"), ("mask", "t2_mask")]),
-        (tab, outputnode, [("labels", "t2_labels"), ("table", "lesions"),
-                           ("t2_count", "t2_count"), ("t2_volume_mm3", "t2_volume_mm3"),
-                           ("brain_volume_mm3", "brain_volume_mm3")]),
-    ])
+    seg = pe.Node(
+        SegmentT2(
+            segmentation=dict(segmentation),
+            min_volume_mm3=float(lesions.get("min_volume_mm3", 3.0)),
+            n_threads=n_threads,
+        ),
+        name="segment_t2",
+        n_procs=n_threads,
+        mem_gb=2.0,
+    )
+    tab = pe.Node(
+        TabulateLesions(lesions=dict(lesions), location_rules=dict(location), n_threads=n_threads),
+        name="tabulate",
+        n_procs=n_threads,
+        mem_gb=1.0,
+    )
+    wf.connect(
+        [
+            (prep, seg, [("flair_preproc", "flair_preproc"), ("brain_mask", "brain_mask")]),
+            (prep, tab, [("flair_preproc", "flair_preproc"), ("brain_mask", "brain_mask")]),
+            (seg, tab, [("mask", "mask"), ("probseg", "probseg")]),
+            (seg, outputnode, [("probseg", "t2_probseg"), ("mask", "t2_mask")]),
+            (
+                tab,
+                outputnode,
+                [
+                    ("labels", "t2_labels"),
+                    ("table", "lesions"),
+                    ("t2_count", "t2_count"),
+                    ("t2_volume_mm3", "t2_volume_mm3"),
+                    ("brain_volume_mm3", "brain_volume_mm3"),
+                ],
+            ),
+        ]
+    )
 
     coreg_nodes = {}
     for key in contrasts:
         node = pe.Node(
-            CoregisterToFLAIR(contrast=COREG_CONTRASTS[key], bias=dict(bias),
-                              registration=dict(registration), n_threads=n_threads),
-            name=f"coreg_{key}", n_procs=n_threads, mem_gb=1.0)
+            CoregisterToFLAIR(
+                contrast=COREG_CONTRASTS[key],
+                bias=dict(bias),
+                registration=dict(registration),
+                n_threads=n_threads,
+            ),
+            name=f"coreg_{key}",
+            n_procs=n_threads,
+            mem_gb=1.0,
+        )
         coreg_nodes[key] = node
-        wf.connect([
-            (inputnode, node, [(key, "moving")]),
-            (prep, node, [("flair_preproc", "flair_preproc"), ("brain_mask", "brain_mask"),
-                          ("skull_stripped", "skull_stripped")]),
-            (node, outputnode, [("out_file", f"{key}_coreg"), ("xfm", f"xfm_{key}")]),
-        ])
+        wf.connect(
+            [
+                (inputnode, node, [(key, "moving")]),
+                (
+                    prep,
+                    node,
+                    [
+                        ("flair_preproc", "flair_preproc"),
+                        ("brain_mask", "brain_mask"),
+                        ("skull_stripped", "skull_stripped"),
+                    ],
+                ),
+                (node, outputnode, [("out_file", f"{key}_coreg"), ("xfm", f"xfm_{key}")]),
+            ]
+        )
     if "t1" in coreg_nodes:
         wf.connect(coreg_nodes["t1"], "out_file", seg, "t1")
     if "t2" in coreg_nodes:
         wf.connect(coreg_nodes["t2"], "out_file", seg, "t2")
 
     if use_atlas:
-        atlas = pe.Node(AtlasPriors(template=dict(template), n_threads=n_threads,
-                                    atlas_dir=atlas_dir or ""),
-                        name="atlas", n_procs=n_threads, mem_gb=1.5)
-        wf.connect([
-            (prep, atlas, [("flair_preproc", "flair_preproc"), ("brain_mask", "brain_mask")]),
-            (atlas, seg, [("wm", "wm"), ("gm", "gm"), ("csf", "csf"), ("location", "location")]),
-            (atlas, tab, [("location", "location")]),
-            (atlas, outputnode, [("xfm", "xfm_template")]),
-        ])
+        atlas = pe.Node(
+            AtlasPriors(template=dict(template), n_threads=n_threads, atlas_dir=atlas_dir or ""),
+            name="atlas",
+            n_procs=n_threads,
+            mem_gb=1.5,
+        )
+        wf.connect(
+            [
+                (prep, atlas, [("flair_preproc", "flair_preproc"), ("brain_mask", "brain_mask")]),
+                (
+                    atlas,
+                    seg,
+                    [("wm", "wm"), ("gm", "gm"), ("csf", "csf"), ("location", "location")],
+                ),
+                (atlas, tab, [("location", "location")]),
+                (atlas, outputnode, [("xfm", "xfm_template")]),
+            ]
+        )
         if "t1" in coreg_nodes:
             wf.connect(coreg_nodes["t1"], "out_file", atlas, "t1")
     return wf
