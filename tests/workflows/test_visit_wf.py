@@ -9,7 +9,13 @@ import pytest
 from lesionq.workflows.visit import VISIT_OUTPUTS, init_visit_wf
 
 SECTIONS = dict(
-    bias={}, brain={}, registration={}, template={}, segmentation={}, lesions={}, location={}
+    bias={},
+    brain={},
+    registration={},
+    template={},
+    segmentation={},
+    lesions={"min_volume_mm3": 3.0},
+    location={},
 )
 
 

@@ -78,7 +78,8 @@ def init_visit_wf(
         Optional contrasts present for this visit, among ``"t1"``, ``"t2"``,
         ``"t1ce"`` (FLAIR is always required). Each gets a co-registration node.
     bias, brain, registration, template, segmentation, lesions, location : mapping
-        The protocol sections of the same names (see ``pipelines/*.toml``).
+        The protocol sections of the same names (see ``pipelines/*.toml``);
+        ``lesions["min_volume_mm3"]`` is required (it also bounds the mask).
     use_atlas : bool
         Register the atlas template and feed its priors and location map to
         segmentation and the lesion table. Without it, lesions get location
@@ -131,7 +132,7 @@ def init_visit_wf(
     seg = pe.Node(
         SegmentT2(
             segmentation=dict(segmentation),
-            min_volume_mm3=float(lesions.get("min_volume_mm3", 3.0)),
+            min_volume_mm3=float(lesions["min_volume_mm3"]),
             n_threads=n_threads,
         ),
         name="segment_t2",
