@@ -28,6 +28,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench_brain_extraction import cpu_model  # same folder: on sys.path when run as a script
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED = (REPO / ".." / "shared").resolve()
 DATA = SHARED / "data" / "ljubljana"
@@ -61,16 +63,6 @@ def _read_time(subject: str) -> dict[str, float]:
             load_image(path)
         times[visit.session or ""] = time.perf_counter() - t0
     return times
-
-
-def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def main() -> int:
@@ -183,7 +175,7 @@ def write_results(rows: list[dict], args: argparse.Namespace) -> None:
         f"{args.n_procs}` on {dt.datetime.now().isoformat(timespec='seconds')}, "
         f"lesionq {lesionq.__version__}.",
         "",
-        f"- machine: {os.cpu_count()} cores, {_cpu()}, Python {platform.python_version()}; "
+        f"- machine: {os.cpu_count()} cores, {cpu_model()}, Python {platform.python_version()}; "
         f"load average at the end {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f} "
         "(shared machine: timings are noisy)",
         "- each subject runs in a fresh process (`lesionq run ... --participant-label S`); "

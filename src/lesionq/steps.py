@@ -2,9 +2,11 @@
 
 Each step takes :class:`~lesionq.types.Volume` objects (arrays + RAS affines) and
 plain parameter mappings (protocol sections), composes the pure core with the
-SimpleITK layers (preprocess, registration), and returns frozen results. No
-files are read or written here: :mod:`lesionq.interfaces` adds that, and
-:mod:`lesionq.api` calls these directly on in-memory images.
+SimpleITK layers (preprocess, registration), and returns frozen results. The
+visit's images are neither read nor written here (:mod:`lesionq.interfaces` adds
+that, and :mod:`lesionq.api` calls these directly on in-memory images); the one
+file access is :func:`atlas_priors` loading the bundled atlas through
+:func:`lesionq.io.atlas.load_atlas`.
 """
 
 from __future__ import annotations
