@@ -40,6 +40,7 @@ __all__ = [
     "transform_between",
     "compare_visits",
     "track_visits",
+    "atlas_wm_prior",
 ]
 
 LOGGER = logging.getLogger(__name__)
@@ -75,6 +76,9 @@ class VisitImages:
         Cross-sectional lesion probability (float32, 0..1).
     session : str or None
         Session label without ``ses-`` (for messages).
+    wm_prior : Volume or None
+        White-matter prior (0..1) on the visit's grid (:func:`atlas_wm_prior`);
+        used when the visit is the *later* one of a comparison.
     """
 
     flair: Volume
@@ -82,6 +86,7 @@ class VisitImages:
     lesion_mask: Volume
     probability: Volume | None = None
     session: str | None = None
+    wm_prior: Volume | None = None
 
 
 @dataclass(frozen=True)
@@ -300,6 +305,7 @@ def compare_visits(
         e_les,
         vs,
         earlier_voxel_size_mm=_voxel_size_along(E.affine, L.affine, later_to_earlier),
+        wm_prior=None if later.wm_prior is None else np.asarray(later.wm_prior.array, np.float32),
         min_volume_mm3=float(lesion_rule.get("min_volume_mm3", 0.0)),
         connectivity=int(lesion_rule.get("connectivity", 26)),
         **dict(change),
@@ -461,3 +467,44 @@ def track_visits(
                 d[lid] = nxt
                 nxt += 1
     return [dict(sorted(d.items())) for d in out]
+
+
+def atlas_wm_prior(
+    flair: Volume,
+    template_transform: sitk.Transform,
+    *,
+    atlas_dir: str | None = None,
+    n_threads: int = 1,
+) -> Volume:
+    """The bundled atlas's white-matter prior on a visit's FLAIR grid.
+
+    Parameters
+    ----------
+    flair : Volume
+        Any image on the visit's FLAIR grid.
+    template_transform : SimpleITK.Transform
+        The visit's template transform (the published
+        ``..._from-MNI152NLin2009aSym_to-FLAIR_mode-image_xfm.txt``: FLAIR points
+        to template points).
+    atlas_dir : str, optional
+        Atlas folder (default: the bundled one).
+
+    Returns
+    -------
+    Volume
+        float32 in 0..1.
+    """
+    from .io.atlas import load_atlas
+    from .registration.rigid import resample_to
+
+    atlas = load_atlas(atlas_dir)
+    arr = resample_to(
+        atlas.probability("wm"),
+        atlas.affine,
+        flair.shape,
+        flair.affine,
+        template_transform,
+        interpolation="linear",
+        n_threads=n_threads,
+    )
+    return Volume(np.clip(arr, 0, 1).astype(np.float32), flair.affine, "wm")

@@ -78,9 +78,7 @@ def test_new_lesion_needs_evidence_when_evidence_given():
     assert classify(later, ~later & False, evidence=weak, new_min_evidence=2.0).status == (
         "stable",
     )
-    assert classify(later, ~later & False, evidence=strong, new_min_evidence=2.0).status == (
-        "new",
-    )
+    assert classify(later, ~later & False, evidence=strong, new_min_evidence=2.0).status == ("new",)
 
 
 def test_new_lesion_below_minimum_volume_is_ignored():
@@ -319,3 +317,40 @@ def test_tracking_merge_keeps_largest_overlap():
     b[2:8, 2:5, 2:5] = 1
     t = track_lesions([a, b])
     assert t[1][1].track_id == 1
+
+
+def test_boundary_layer_ignores_one_voxel_rim_growth():
+    earlier = box(SHAPE, (5, 5, 5), (9, 9, 9))
+    later = box(SHAPE, (4, 4, 4), (10, 10, 10))  # one-voxel rim all round: 216 vs 64
+    ev = np.full(SHAPE, 3.0, np.float32)
+    kw = dict(evidence=ev, enlarge_min_evidence=1.5, **RULES)
+    assert classify(later, earlier, boundary_layer_voxels=0, **kw).status == ("enlarging",)
+    assert classify(later, earlier, boundary_layer_voxels=1, **kw).status == ("stable",)
+
+
+def test_white_matter_rule_demotes_new_lesions_outside_white_matter():
+    shape, brain, earlier, later = _brain_pair(6)
+    later[18:22, 18:22, 8:12] += 60
+    lesion = np.zeros(shape, bool)
+    lesion[18:22, 18:22, 8:12] = True
+    wm = np.zeros(shape, np.float32)
+    kw = dict(min_volume_mm3=3.0, new_min_wm_prior=0.4)
+    none = np.zeros(shape, bool)
+    res, _ = detect_change(later, earlier, brain, brain, lesion, none, VS, wm_prior=wm, **kw)
+    assert res.status == ("stable",) and res.wm_prior_mean[0] == 0
+    res, _ = detect_change(later, earlier, brain, brain, lesion, none, VS, wm_prior=wm + 1, **kw)
+    assert res.status == ("new",)
+
+
+def test_candidates_away_from_lesions_need_scope_all():
+    shape, brain, earlier, later = _brain_pair(7)
+    later[18:22, 18:22, 8:12] += 60  # a rise the cross-sectional mask did not see
+    none = np.zeros(shape, bool)
+    wm = np.ones(shape, np.float32)
+    kw = dict(min_volume_mm3=3.0, wm_prior=wm)
+    res, _ = detect_change(later, earlier, brain, brain, none, none, VS, **kw)
+    assert res.n == 0
+    res, _ = detect_change(
+        later, earlier, brain, brain, none, none, VS, candidate_scope="all", **kw
+    )
+    assert res.status == ("new",)

@@ -24,25 +24,34 @@ decision here rests on the joint information of both scans:
    (``sqrt(coarse**2 - sharp**2)``, voxel edge taken as FWHM), so that edges of
    ventricles and cortex do not light up the difference image.
 3. **Change evidence** (:func:`difference_evidence`): the difference later -
-   earlier, lightly smoothed (``smoothing_mm``), in robust SDs of the difference
-   over the inner brain (``1.4826 x MAD``): a z-score of intensity *rise*.
-4. **Candidates** (:func:`change_candidates`): hysteresis on the evidence (seed
-   ``seed_z``, growth ``grow_z``) restricted to voxels that are hyperintense at the
-   later visit (``later_min_z`` SDs of the later FLAIR's main tissue peak above
-   it) and at least ``edge_margin_mm`` inside both brain masks.
+   earlier, minus its local mean over ``background_sigma_mm`` (residual bias
+   fields differ between visits over centimetres), lightly smoothed
+   (``smoothing_mm``), in robust SDs of the difference over the inner brain
+   (``1.4826 x MAD``): a z-score of intensity *rise*.
+4. **Candidates** (:func:`change_candidates`): hysteresis on the evidence
+   (growth ``grow_z``) from seeds of *shift-robust* evidence (``seed_z``: the
+   later visit against the brightest earlier voxel within
+   ``shift_tolerance_mm``, so that edges moved by residual misregistration or
+   partial volume do not seed), restricted to voxels that are hyperintense at
+   the later visit (``later_min_z`` SDs of the later FLAIR's main tissue peak
+   above it) and at least ``edge_margin_mm`` inside both brain masks; components
+   below ``candidate_min_mm3`` are dropped.
 5. **Lesion rules** (:func:`classify_change`), on the union of the later visit's
    cross-sectional lesions and the candidates, grouped with the earlier visit's
    lesions they overlap (so merges and splits are compared as groups):
 
    * *new*: at most ``new_max_overlap_fraction`` of the lesion lies in earlier
-     lesions, its volume is at least ``min_volume_mm3``, and its mean evidence is
+     lesions, its volume is at least ``min_volume_mm3``, its mean evidence is
      at least ``new_min_evidence`` (a lesion the earlier segmentation missed but
-     which was already visible is *stable*, not new);
+     which was already visible is *stable*, not new) and, when a white-matter
+     prior is given, its mean prior is at least ``new_min_wm_prior``;
    * *enlarging*: the group grew by at least :func:`enlargement_threshold_mm3`
      (``enlarge_small_fraction`` of the earlier volume for lesions below
      ``large_volume_mm3``, ``enlarge_large_fraction`` above, and never less than
-     ``enlarge_min_mm3``), and the grown voxels show a mean evidence of at least
-     ``enlarge_min_evidence``;
+     ``enlarge_min_mm3``), and its grown voxels beyond a boundary layer of
+     ``boundary_layer_voxels`` around the earlier lesion (where resampling and
+     partial volume move the edges of unchanged lesions) show a mean evidence of
+     at least ``enlarge_min_evidence``;
    * *shrinking*: the group lost at least the same threshold (computed on the
      later volume); *stable* otherwise; earlier lesions with no overlap at all are
      *resolved*.
@@ -226,6 +235,7 @@ def difference_evidence(
     voxel_size_mm: Sequence[float],
     *,
     smoothing_mm: float = 0.7,
+    background_sigma_mm: float = 0.0,
     reference_mask: np.ndarray | None = None,
 ) -> np.ndarray:
     """Intensity rise from ``earlier`` to ``later`` in robust SDs of the difference.
@@ -240,6 +250,11 @@ def difference_evidence(
         Voxel edges of the grid (mm).
     smoothing_mm : float
         Sigma (mm, isotropic) of the Gaussian applied to the difference.
+    background_sigma_mm : float
+        When > 0, the difference's local mean inside ``mask`` (a normalised
+        Gaussian of this sigma, mm) is subtracted first: residual bias-field
+        differences between the visits vary over centimetres, lesions over
+        millimetres.
     reference_mask : ndarray of bool, optional
         Voxels whose difference sets the scale (default ``mask``); the inner
         brain avoids edge effects.
@@ -253,6 +268,11 @@ def difference_evidence(
     m = np.asarray(mask, dtype=bool)
     d = np.asarray(later, dtype=np.float32) - np.asarray(earlier, dtype=np.float32)
     d = np.where(m, d, 0).astype(np.float32)
+    if background_sigma_mm > 0:
+        sig = (background_sigma_mm,) * 3
+        num = _smooth(d, sig, vs)
+        den = _smooth(m.astype(np.float32), sig, vs)
+        d = np.where(m, d - num / np.maximum(den, 1e-6), 0).astype(np.float32)
     if smoothing_mm > 0:
         d = _smooth(d, (smoothing_mm,) * 3, vs)
     ref = m if reference_mask is None else (np.asarray(reference_mask, bool) & m)
@@ -373,6 +393,8 @@ class ChangeDetection:
         The earlier visit's lesions as labelled here.
     evidence : ndarray of float32 or None
         The change evidence used.
+    wm_prior_mean : ndarray (n,) or None
+        Mean white-matter prior of each lesion, when a prior was given.
     """
 
     labels: np.ndarray
@@ -385,6 +407,7 @@ class ChangeDetection:
     resolved: tuple[int, ...]
     earlier_labels: np.ndarray
     evidence: np.ndarray | None = None
+    wm_prior_mean: np.ndarray | None = None
 
     @property
     def n(self) -> int:
@@ -446,6 +469,7 @@ def classify_change(
     large_volume_mm3: float = 100.0,
     enlarge_min_mm3: float = 10.0,
     enlarge_min_evidence: float = 1.5,
+    boundary_layer_voxels: int = 0,
 ) -> ChangeDetection:
     """Apply the lesion change rules (see the module docstring) to two lesion masks.
 
@@ -472,6 +496,11 @@ def classify_change(
         Growth rule, see :func:`enlargement_threshold_mm3`.
     enlarge_min_evidence : float
         Mean evidence the grown voxels of an enlarging lesion need.
+    boundary_layer_voxels : int
+        The evidence of growth is taken beyond this many voxels (26-neighbour
+        dilation) around the earlier lesions: the boundary layer is where
+        resampling and partial volume move edges of unchanged lesions. A lesion
+        with no grown voxel beyond it is not enlarging.
 
     Returns
     -------
@@ -516,9 +545,15 @@ def classify_change(
         np.asarray(ndi.mean(ev, lab, idx), float) if (ev is not None and n) else np.full(n, np.nan)
     )
     ev_grown = np.full(n, np.nan)
-    if ev is not None and n and grown_mask.any():
-        cnt = np.asarray(ndi.sum(grown_mask, lab, idx), float)
-        tot = np.asarray(ndi.sum(np.where(grown_mask, ev, 0), lab, idx), float)
+    beyond = grown_mask
+    if boundary_layer_voxels > 0 and ne:
+        layer = ndi.binary_dilation(
+            elab > 0, structure_for(26), iterations=int(boundary_layer_voxels)
+        )
+        beyond = grown_mask & ~layer
+    if ev is not None and n and beyond.any():
+        cnt = np.asarray(ndi.sum(beyond, lab, idx), float)
+        tot = np.asarray(ndi.sum(np.where(beyond, ev, 0), lab, idx), float)
         ok = cnt > 0
         ev_grown[ok] = tot[ok] / cnt[ok]
     rules = dict(
@@ -588,11 +623,13 @@ def detect_change(
     voxel_size_mm: Sequence[float],
     *,
     earlier_voxel_size_mm: Sequence[float] | None = None,
+    wm_prior: np.ndarray | None = None,
     min_volume_mm3: float,
     connectivity: int = 26,
     harmonise: str = "quantile",
     match_resolution: bool = True,
     smoothing_mm: float = 0.7,
+    background_sigma_mm: float = 10.0,
     shift_tolerance_mm: float = 1.0,
     edge_margin_mm: float = 3.0,
     seed_z: float = 4.0,
@@ -600,6 +637,7 @@ def detect_change(
     later_min_z: float = 1.5,
     candidate_min_mm3: float = 10.0,
     candidate_scope: str = "adjacent",
+    new_min_wm_prior: float = 0.0,
     new_max_overlap_fraction: float = 0.1,
     new_min_evidence: float = 2.0,
     enlarge_small_fraction: float = 0.45,
@@ -607,6 +645,7 @@ def detect_change(
     large_volume_mm3: float = 100.0,
     enlarge_min_mm3: float = 10.0,
     enlarge_min_evidence: float = 1.5,
+    boundary_layer_voxels: int = 0,
 ) -> tuple[ChangeDetection, np.ndarray]:
     """New, enlarging, stable and shrinking lesions of the later visit (the whole method).
 
@@ -623,15 +662,36 @@ def detect_change(
     earlier_voxel_size_mm : sequence of 3 float, optional
         The earlier acquisition's voxel edges expressed along the later grid's
         axes (for :func:`resolution_sigma_mm`); default: same as the later.
+    wm_prior : ndarray of float, optional
+        White-matter probability (0..1, e.g. the registered atlas prior) on the
+        later grid. New lesions and change candidates away from the later
+        visit's lesions need a mean prior of at least ``new_min_wm_prior``.
+        Without it, candidates are only kept next to a lesion of the later visit
+        (``candidate_scope`` taken as ``"adjacent"``).
     min_volume_mm3, connectivity :
         The protocol's ``[lesions]`` rule.
     harmonise : {"quantile", "none"}
         Intensity harmonisation of the earlier FLAIR (:func:`quantile_match`).
     match_resolution : bool
         Blur the sharper visit to the coarser one before differencing.
-    smoothing_mm, edge_margin_mm, seed_z, grow_z, later_min_z :
+    smoothing_mm, background_sigma_mm, edge_margin_mm, seed_z, grow_z, later_min_z :
         Evidence and candidates (:func:`difference_evidence`, :func:`change_candidates`).
-    new_max_overlap_fraction, new_min_evidence, enlarge_small_fraction, enlarge_large_fraction, large_volume_mm3, enlarge_min_mm3, enlarge_min_evidence :
+    shift_tolerance_mm : float
+        Seeds must rise above the brightest earlier voxel within this distance
+        (per axis, rounded to whole voxels): edges that moved by residual
+        misregistration or partial volume do not.
+    candidate_min_mm3 : float
+        Smallest candidate component kept (mm3).
+    candidate_scope : {"all", "adjacent"}
+        ``"adjacent"`` keeps only candidates touching a lesion of the later visit
+        (growth); ``"all"`` keeps the others too (new lesions the cross-sectional
+        segmentation missed), subject to the white-matter rule.
+    new_min_wm_prior : float
+        Mean white-matter prior a new lesion needs (cortex, deep grey matter,
+        brainstem and cerebellar grey matter are where scan-to-scan contrast
+        changes masquerade as new lesions; measured on sub-lo01, see
+        benchmarks/results/longitudinal.md).
+    new_max_overlap_fraction, new_min_evidence, enlarge_small_fraction, enlarge_large_fraction, large_volume_mm3, enlarge_min_mm3, enlarge_min_evidence, boundary_layer_voxels :
         Lesion rules (:func:`classify_change`).
 
     Returns
@@ -679,7 +739,13 @@ def detect_change(
     half = [int(round(shift_tolerance_mm / v)) for v in vs]
     Emax = ndi.maximum_filter(Es, size=[2 * h + 1 for h in half]) if any(half) else Es
     robust = difference_evidence(
-        Ls, Emax, both, vs, smoothing_mm=smoothing_mm, reference_mask=inner
+        Ls,
+        Emax,
+        both,
+        vs,
+        smoothing_mm=smoothing_mm,
+        background_sigma_mm=background_sigma_mm,
+        reference_mask=inner,
     )
     peak, scale = histogram_peak(L[lb])
     later_z = (L - peak) / scale if scale > 0 else np.zeros(shape, np.float32)
@@ -696,6 +762,14 @@ def detect_change(
     if candidate_min_mm3 > 0:
         cl, _ = label_lesions(cand, vs, min_volume_mm3=candidate_min_mm3, connectivity=connectivity)
         cand = cl > 0
+    if candidate_scope not in ("adjacent", "all"):
+        raise ConfigError(
+            f"[change] candidate_scope must be 'adjacent' or 'all', got {candidate_scope!r}"
+        )
+    wm = None if wm_prior is None else _same_shape("wm_prior", np.asarray(wm_prior), shape)
+    if wm is None and candidate_scope == "all":
+        log.info("detect_change: no white-matter prior; candidates kept next to lesions only")
+        candidate_scope = "adjacent"
     if candidate_scope == "adjacent":
         # rise next to a lesion of the later visit: growth of that lesion. Rises
         # away from any lesion the cross-sectional segmentation accepts are
@@ -705,10 +779,6 @@ def detect_change(
         if nc:
             touch = np.unique(cl[ndi.binary_dilation(ll & lb, structure_for(26))])
             cand = np.isin(cl, touch[touch > 0])
-    elif candidate_scope != "all":
-        raise ConfigError(
-            f"[change] candidate_scope must be 'adjacent' or 'all', got {candidate_scope!r}"
-        )
     res = classify_change(
         (ll & lb) | cand,
         el & eb,
@@ -723,8 +793,26 @@ def detect_change(
         large_volume_mm3=large_volume_mm3,
         enlarge_min_mm3=enlarge_min_mm3,
         enlarge_min_evidence=enlarge_min_evidence,
+        boundary_layer_voxels=boundary_layer_voxels,
     )
+    if wm is not None and res.n:
+        res = _apply_wm_rule(res, wm, new_min_wm_prior)
     return res, Eh
+
+
+def _apply_wm_rule(
+    res: ChangeDetection, wm: np.ndarray, new_min_wm_prior: float
+) -> ChangeDetection:
+    """Demote new lesions whose mean white-matter prior is below the minimum to stable."""
+    from dataclasses import replace
+
+    idx = np.arange(1, res.n + 1)
+    mean_wm = np.asarray(ndi.mean(wm, res.labels, idx), float)
+    status = tuple(
+        "stable" if (s == "new" and mean_wm[i] < new_min_wm_prior) else s
+        for i, s in enumerate(res.status)
+    )
+    return replace(res, status=status, wm_prior_mean=mean_wm)
 
 
 # --------------------------------------------------------------------------- tracking
