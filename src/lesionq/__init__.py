@@ -10,9 +10,17 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "segment_t2", "run", "check", "load_protocol", "T2Result"]
+__all__ = [
+    "__version__",
+    "segment_t2",
+    "compare_visits",
+    "run",
+    "check",
+    "load_protocol",
+    "T2Result",
+]
 
-_API = {"segment_t2", "run", "check", "T2Result"}
+_API = {"segment_t2", "compare_visits", "run", "check", "T2Result"}
 
 
 def __getattr__(name: str) -> Any:

@@ -1,9 +1,12 @@
 """The Python surface of lesionq for imaging scientists.
 
-Two entry points:
+Entry points:
 
 * :func:`segment_t2` segments T2/FLAIR lesions of one visit held in memory
   (nibabel images or paths) and returns images plus a lesion table;
+* :func:`compare_visits` finds the new and enlarging T2 lesions of a follow-up
+  visit since a baseline visit (per-visit output folders, FLAIR images, or
+  in-memory :class:`~lesionq.steps_longitudinal.VisitImages`);
 * :func:`run` processes a whole BIDS dataset exactly like ``lesionq run`` and
   returns the per-visit table.
 
@@ -16,7 +19,8 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
 
 import nibabel as nib
 import numpy as np
@@ -25,9 +29,12 @@ import pandas as pd
 from .config import Settings, load_protocol
 from .types import Volume
 
-__all__ = ["T2Result", "segment_t2", "run", "check"]
+__all__ = ["T2Result", "segment_t2", "compare_visits", "run", "check"]
 
 ImageLike = nib.Nifti1Image | str | os.PathLike[str]
+
+if TYPE_CHECKING:
+    from .steps_longitudinal import Compared, VisitImages
 
 
 @dataclass(frozen=True)
@@ -82,6 +89,71 @@ def _image(vol: Volume, dtype: type) -> nib.Nifti1Image:
     return img
 
 
+@dataclass(frozen=True)
+class _VisitSegmentation:
+    prepared: Any  # steps.PreparedFLAIR
+    segmented: Any  # steps.Segmented
+    tabulated: Any  # steps.Tabulated
+    priors: Any  # mapping of atlas maps on the FLAIR grid, or None
+
+
+def _segment_visit(
+    fl: Volume,
+    t1: Volume | None,
+    t2: Volume | None,
+    *,
+    settings: Settings,
+    use_atlas: bool,
+    n_threads: int,
+) -> _VisitSegmentation:
+    """The visit steps of :func:`segment_t2`, in memory."""
+    from . import steps
+
+    steps.validate_settings(settings)
+    prep = steps.prepare_flair(
+        fl, bias=settings.section("bias"), brain=settings.section("brain"), n_threads=n_threads
+    )
+    coreg: dict[str, Volume] = {}
+    for key, vol in (("t1", t1), ("t2", t2)):
+        if vol is not None:
+            coreg[key] = steps.coregister_to_flair(
+                vol,
+                prep.flair,
+                prep.brain_mask,
+                skull_stripped=prep.skull_stripped,
+                bias=settings.section("bias"),
+                registration=settings.section("registration"),
+                n_threads=n_threads,
+            ).image
+    template = dict(settings.section("template"))
+    priors = None
+    if use_atlas and template.pop("enabled", True):
+        priors = steps.atlas_priors(
+            prep.flair, prep.brain_mask, t1=coreg.get("t1"), template=template, n_threads=n_threads
+        ).maps
+    seg = steps.segment_t2_volumes(
+        prep.flair,
+        prep.brain_mask,
+        t1=coreg.get("t1"),
+        t2=coreg.get("t2"),
+        priors=priors,
+        segmentation=settings.section("segmentation"),
+        min_volume_mm3=settings.section("lesions")["min_volume_mm3"],
+        n_threads=n_threads,
+    )
+    tab = steps.tabulate_lesions(
+        seg.mask,
+        flair=prep.flair,
+        brain_mask=prep.brain_mask,
+        probability=seg.probability,
+        location=None if priors is None else priors["location"],
+        lesions=settings.section("lesions"),
+        location_rules=settings.section("location"),
+        n_threads=n_threads,
+    )
+    return _VisitSegmentation(prepared=prep, segmented=seg, tabulated=tab, priors=priors)
+
+
 def segment_t2(
     flair: ImageLike,
     t1: ImageLike | None = None,
@@ -131,61 +203,214 @@ def segment_t2(
     >>> res.count == len(res.lesions) and res.count > 0
     True
     """
-    from . import steps
-
     settings = protocol if isinstance(protocol, Settings) else load_protocol(protocol)
-    steps.validate_settings(settings)
-    fl = _volume(flair, "FLAIR")
-    prep = steps.prepare_flair(
-        fl, bias=settings.section("bias"), brain=settings.section("brain"), n_threads=n_threads
-    )
-    coreg: dict[str, Volume] = {}
-    for key, img, kind in (("t1", t1, "T1w"), ("t2", t2, "T2w")):
-        if img is not None:
-            coreg[key] = steps.coregister_to_flair(
-                _volume(img, kind),
-                prep.flair,
-                prep.brain_mask,
-                skull_stripped=prep.skull_stripped,
-                bias=settings.section("bias"),
-                registration=settings.section("registration"),
-                n_threads=n_threads,
-            ).image
-    template = dict(settings.section("template"))
-    priors = None
-    if use_atlas and template.pop("enabled", True):
-        priors = steps.atlas_priors(
-            prep.flair, prep.brain_mask, t1=coreg.get("t1"), template=template, n_threads=n_threads
-        ).maps
-    seg = steps.segment_t2_volumes(
-        prep.flair,
-        prep.brain_mask,
-        t1=coreg.get("t1"),
-        t2=coreg.get("t2"),
-        priors=priors,
-        segmentation=settings.section("segmentation"),
-        min_volume_mm3=settings.section("lesions")["min_volume_mm3"],
+    seg = _segment_visit(
+        _volume(flair, "FLAIR"),
+        None if t1 is None else _volume(t1, "T1w"),
+        None if t2 is None else _volume(t2, "T2w"),
+        settings=settings,
+        use_atlas=use_atlas,
         n_threads=n_threads,
     )
-    tab = steps.tabulate_lesions(
-        seg.mask,
-        flair=prep.flair,
-        brain_mask=prep.brain_mask,
-        probability=seg.probability,
-        location=None if priors is None else priors["location"],
-        lesions=settings.section("lesions"),
-        location_rules=settings.section("location"),
-        n_threads=n_threads,
-    )
+    prep, tab = seg.prepared, seg.tabulated
     return T2Result(
-        mask=_image(seg.mask, np.uint8),
-        probability=_image(seg.probability, np.float32),
+        mask=_image(seg.segmented.mask, np.uint8),
+        probability=_image(seg.segmented.probability, np.float32),
         labels=_image(tab.labels, np.int32),
         brain_mask=_image(prep.brain_mask, np.uint8),
         lesions=tab.table,
         count=tab.count,
         volume_mm3=tab.volume_mm3,
         skull_stripped_input=prep.skull_stripped,
+    )
+
+
+def _visit_from_folder(folder: Path, *, n_threads: int = 1) -> VisitImages:
+    """A visit's published outputs (``OUT/sub-<s>/ses-<v>[/anat]``) as VisitImages."""
+    from .errors import MissingInputError
+    from .io.derivatives import OUTPUTS
+    from .io.nifti import load_array
+    from .steps_longitudinal import VisitImages
+
+    anat = folder if folder.name == "anat" else folder / "anat"
+    owner = anat.parent
+    if owner.name.startswith("ses-") and owner.parent.name.startswith("sub-"):
+        subject, session = owner.parent.name[4:], owner.name[4:]
+    elif owner.name.startswith("sub-"):
+        subject, session = owner.name[4:], None
+    else:
+        raise MissingInputError(
+            f"{folder}: not a lesionq visit output folder (expected OUT/sub-<s>/ses-<v>[/anat] "
+            "holding the files of `lesionq run`)"
+        )
+
+    def path(key: str) -> Path:
+        return anat / OUTPUTS[key].filename(subject, session)
+
+    def read(key: str, kind: str, dtype: type) -> Volume:
+        if not path(key).is_file():
+            raise MissingInputError(f"{path(key)}: not found (needed to compare visits)")
+        arr, aff = load_array(path(key), dtype=dtype)
+        return Volume(arr, aff, kind)
+
+    flair = read("flair_preproc", "FLAIR", np.float32)
+    wm_prior = None
+    if path("xfm_template").is_file():  # the atlas ran for this visit: its white-matter prior
+        from .io.sitk_bridge import read_transform
+        from .steps_longitudinal import atlas_wm_prior
+
+        tx = read_transform(path("xfm_template"))
+        wm_prior = atlas_wm_prior(flair, tx, n_threads=n_threads)
+    probseg = path("t2_probseg").is_file()
+    return VisitImages(
+        flair=flair,
+        brain_mask=read("brain_mask", "mask", np.uint8),
+        lesion_mask=read("t2_mask", "mask", np.uint8),
+        probability=read("t2_probseg", "probseg", np.float32) if probseg else None,
+        session=session,
+        wm_prior=wm_prior,
+    )
+
+
+def _visit_images(
+    visit: Any, *, settings: Settings, use_atlas: bool, n_threads: int, what: str
+) -> VisitImages:
+    from .steps_longitudinal import VisitImages
+
+    if isinstance(visit, VisitImages):
+        return visit
+    if isinstance(visit, str | os.PathLike) and Path(visit).is_dir():
+        return _visit_from_folder(Path(visit), n_threads=n_threads)
+    if not isinstance(visit, nib.spatialimages.SpatialImage | str | os.PathLike):
+        raise TypeError(
+            f"compare_visits: {what} must be VisitImages, a visit output folder, or a FLAIR "
+            f"image (nibabel image or NIfTI path); got {type(visit).__name__}"
+        )
+    seg = _segment_visit(
+        _volume(cast(ImageLike, visit), "FLAIR"),
+        None,
+        None,
+        settings=settings,
+        use_atlas=use_atlas,
+        n_threads=n_threads,
+    )
+    return VisitImages(
+        flair=seg.prepared.flair,
+        brain_mask=seg.prepared.brain_mask,
+        lesion_mask=seg.segmented.mask,
+        probability=seg.segmented.probability,
+        session=None,
+        wm_prior=None if seg.priors is None else seg.priors["wm"],
+    )
+
+
+def compare_visits(
+    baseline: VisitImages | ImageLike,
+    followup: VisitImages | ImageLike,
+    *,
+    protocol: str | os.PathLike[str] | Settings | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    use_atlas: bool = True,
+    n_threads: int = 1,
+) -> Compared:
+    """New and enlarging T2 lesions of ``followup`` since ``baseline``.
+
+    The follow-up FLAIR is registered to the baseline FLAIR
+    (``[longitudinal_registration]``, fixed = baseline), then the two visits are
+    compared on the follow-up's grid with the protocol's ``[change]`` and
+    ``[lesions]`` rules, exactly as the longitudinal workflow of ``lesionq run``
+    does for each follow-up and its baseline.
+
+    Parameters
+    ----------
+    baseline, followup : VisitImages, folder, nibabel image or path
+        Each visit as one of: a
+        :class:`~lesionq.steps_longitudinal.VisitImages` (preprocessed FLAIR,
+        brain mask, T2 lesion mask, all on the visit's grid); the folder of the
+        visit's published outputs (``OUT/sub-<s>/ses-<v>`` or its ``anat``;
+        with its atlas transform, the follow-up's white-matter prior is used);
+        or a raw FLAIR (nibabel image or NIfTI path), which is segmented first
+        as by :func:`segment_t2` (FLAIR only; with ``use_atlas``, its priors).
+    protocol : str, path or Settings, optional
+        Protocol (default ``mesems_v1``).
+    overrides : mapping, optional
+        Dotted-key overrides, e.g. ``{"change.seed_z": 5.0}``.
+    use_atlas : bool
+        For raw FLAIR inputs: use atlas priors in their segmentation.
+    n_threads : int
+        Threads for the heavy steps.
+
+    Returns
+    -------
+    lesionq.steps_longitudinal.Compared
+        On the follow-up's grid (its FLAIR's shape and affine): ``new_enlarging``
+        (uint8 mask), ``change_labels`` (int32, value = ``change_id`` of
+        ``table``), ``table`` (one row per new or enlarging lesion),
+        ``lesion_statuses`` (follow-up lesion id -> status), ``counts``
+        (``new_t2_count``, ``enlarging_t2_count``, ``t2_volume_change_mm3``...),
+        ``earlier_on_later`` (the baseline FLAIR on the follow-up grid, for QC).
+        Volumes hold an array and its RAS affine
+        (:func:`lesionq.io.nifti.save_image` writes one).
+
+    Raises
+    ------
+    lesionq.errors.RegistrationError
+        The follow-up could not be registered to the baseline (quality checks).
+    lesionq.errors.MissingInputError
+        A visit folder lacks a needed output.
+
+    Examples
+    --------
+    Two visits of a phantom with known change (5 new lesions and 1 enlarging at
+    its second visit), described by its raw FLAIRs and truth masks:
+
+    >>> import numpy as np
+    >>> import lesionq
+    >>> from lesionq.steps_longitudinal import VisitImages
+    >>> from lesionq.testing import make_subject
+    >>> from lesionq.types import Volume
+    >>> s = make_subject(3, n_visits=2)
+    >>> def visit(v):
+    ...     def vol(a, kind):
+    ...         return Volume(np.asarray(a, np.float32), v.affine, kind)
+    ...     return VisitImages(
+    ...         vol(v.images["FLAIR"], "FLAIR"), vol(v.brain_mask, "mask"), vol(v.lesion_mask, "mask")
+    ...     )
+    >>> res = lesionq.compare_visits(
+    ...     visit(s.visits[0]), visit(s.visits[1]), protocol="mesems_testing"
+    ... )
+    >>> res.new_enlarging.shape == s.visits[1].lesion_ids.shape
+    True
+    >>> res.counts["new_t2_count"], res.counts["enlarging_t2_count"], len(res.table)
+    (5, 1, 6)
+    """
+    from . import steps
+    from .steps_longitudinal import compare_visits as compare
+    from .steps_longitudinal import register_visit, transform_between
+
+    settings = protocol if isinstance(protocol, Settings) else load_protocol(protocol)
+    if overrides:
+        settings = settings.with_overrides(overrides)
+    steps.validate_settings(settings)
+    base = _visit_images(
+        baseline, settings=settings, use_atlas=use_atlas, n_threads=n_threads, what="baseline"
+    )
+    follow = _visit_images(
+        followup, settings=settings, use_atlas=use_atlas, n_threads=n_threads, what="followup"
+    )
+    reg = register_visit(
+        follow,
+        base,
+        registration=settings.section("longitudinal_registration"),
+        n_threads=n_threads,
+    )
+    return compare(
+        base,
+        follow,
+        transform_between(reg.transform, None),
+        change=settings.section("change"),
+        lesions=settings.section("lesions"),
+        n_threads=n_threads,
     )
 
 

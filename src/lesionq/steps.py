@@ -406,6 +406,7 @@ def tabulate_lesions(
 
 def protocol_functions() -> dict[str, tuple[Any, tuple[str, ...]]]:
     """Protocol section -> (function whose keywords it holds, keys handled by the steps)."""
+    from .core.change import detect_change
     from .core.segmentation import segment_lesions
     from .preprocess.bias import correct_bias
     from .preprocess.brain import brain_mask
@@ -419,16 +420,61 @@ def protocol_functions() -> dict[str, tuple[Any, tuple[str, ...]]]:
         "segmentation": (segment_lesions, ("min_volume_mm3",)),
         "lesions": (label_lesions, ()),
         "location": (classify_locations, ()),
+        # estimate_affine instead when mode = "affine" (see validate_settings)
+        "longitudinal_registration": (estimate_rigid, ("mode", "fixed_mask")),
+        "change": (detect_change, ()),
     }
+
+
+#: detect_change parameters that lesionq.steps_longitudinal.compare_visits sets itself
+#: (images, geometry, the atlas prior and the [lesions] rule): never keys of [change].
+_CHANGE_SET_BY_STEP = (
+    "later",
+    "earlier",
+    "later_brain",
+    "earlier_brain",
+    "later_lesions",
+    "earlier_lesions",
+    "voxel_size_mm",
+    "earlier_voxel_size_mm",
+    "wm_prior",
+    "min_volume_mm3",
+    "connectivity",
+)
 
 
 def validate_settings(settings: Any) -> None:
     """Check every protocol section against the function it parameterises.
 
+    ``[longitudinal_registration]`` is checked against
+    :func:`~lesionq.registration.rigid.estimate_rigid` or
+    :func:`~lesionq.registration.rigid.estimate_affine` according to its ``mode``.
+
     Raises
     ------
     lesionq.errors.ConfigError
-        A key is not a parameter of its function (typo, removed setting).
+        A key is not a parameter of its function (typo, removed setting), or
+        ``[longitudinal_registration] mode`` is neither ``"rigid"`` nor ``"affine"``,
+        or ``[change]`` sets what the step sets (``min_volume_mm3`` and
+        ``connectivity`` belong to ``[lesions]``).
     """
+    from .registration.rigid import estimate_affine
+
+    clash = sorted(set(settings.section("change")) & set(_CHANGE_SET_BY_STEP))
+    if clash:
+        raise ConfigError(
+            f"protocol {settings.source}: [change] {clash} are set by the comparison step "
+            "(the minimum lesion volume and connectivity are [lesions] keys)"
+        )
+
     for section, (func, handled) in protocol_functions().items():
+        if section == "longitudinal_registration":
+            mode = settings.section(section).get("mode", "rigid")
+            if mode not in ("rigid", "affine"):
+                raise ConfigError(
+                    f"protocol {settings.source}: [longitudinal_registration] mode must be "
+                    f"'rigid' or 'affine', got {mode!r}"
+                )
+            if mode == "affine":
+                func = estimate_affine
         settings.kwargs_for(section, func, exclude=handled)

@@ -5,6 +5,11 @@ processing) gets a ``failed`` row in ``visits.tsv`` with the reason; the other
 visits go on. Outputs of a visit are published all at once (see
 :func:`lesionq.io.derivatives.publish_visit`), so a failed or killed visit never
 leaves a partial set of files that looks finished.
+
+After the last visit of a subject, the subject's longitudinal step runs over its
+successful visits (:func:`lesionq.batch.longitudinal.run_subject_longitudinal`).
+Its failure is isolated too: the visits keep their cross-sectional results and
+rows, with ``longitudinal_status = "failed: <reason>"``.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ from ..io.checks import check_visit
 from ..io.derivatives import VISITS_TSV, write_dataset_description
 from ..io.tables import update_visits_table
 
-__all__ = ["RunSummary", "run_dataset", "run_visit"]
+__all__ = ["RunSummary", "run_dataset", "run_visit", "run_longitudinal"]
 
 LOGGER = logging.getLogger(__name__)
 
@@ -59,9 +64,18 @@ class RunSummary:
         return sum(r["status"] != "ok" for r in self.rows)
 
     @property
+    def n_longitudinal_failed(self) -> int:
+        """Visits ok cross-sectionally whose longitudinal step failed or was flagged.
+
+        That is a ``longitudinal_status`` of ``failed: ...`` (the subject's step
+        raised) or ``registration_failed: ...`` (this visit could not be registered).
+        """
+        return sum(_longitudinal_problem(r) for r in self.rows)
+
+    @property
     def all_ok(self) -> bool:
-        """True when every visit succeeded (and there was at least one)."""
-        return bool(self.rows) and self.n_failed == 0
+        """True when every visit succeeded, longitudinal step included (and there was one)."""
+        return bool(self.rows) and self.n_failed == 0 and self.n_longitudinal_failed == 0
 
     def describe(self) -> str:
         """One human line per failed visit plus a total line."""
@@ -70,11 +84,26 @@ class RunSummary:
             for r in self.rows
             if r["status"] != "ok"
         ]
+        lines += [
+            f"LONGITUDINAL {r['participant_id']} {r['session_id']}: {r['longitudinal_status']}"
+            for r in self.rows
+            if _longitudinal_problem(r)
+        ]
         lines.append(
-            f"lesionq: {self.n_ok} visit(s) ok, {self.n_failed} failed; "
+            f"lesionq: {self.n_ok} visit(s) ok, {self.n_failed} failed, "
+            f"{self.n_longitudinal_failed} without longitudinal result; "
             f"table: {self.out_dir / VISITS_TSV}"
         )
         return "\n".join(lines)
+
+
+def _longitudinal_problem(row: dict[str, Any]) -> bool:
+    status = row.get("longitudinal_status")
+    return (
+        row.get("status") == "ok"
+        and isinstance(status, str)
+        and status.startswith(("failed", "registration_failed"))
+    )
 
 
 def _base_row(visit: VisitInputs, settings: Settings) -> dict[str, Any]:
@@ -173,6 +202,61 @@ class _InputRejected(Exception):
     """The check battery found errors in a visit's inputs (message: the findings)."""
 
 
+def run_longitudinal(
+    visits: Sequence[VisitInputs],
+    rows: Sequence[dict[str, Any]],
+    out_dir: str | os.PathLike[str],
+    *,
+    settings: Settings,
+    n_procs: int = 1,
+    work_dir: str | os.PathLike[str],
+) -> None:
+    """Run one subject's longitudinal step and fill its rows in place; never raises.
+
+    Parameters
+    ----------
+    visits, rows : sequence
+        The subject's visits and their ``visits.tsv`` rows (same order), as
+        returned by :func:`run_visit`; only visits with ``status == "ok"`` take part.
+    out_dir, settings, n_procs, work_dir :
+        As for :func:`run_visit` (``work_dir`` is required).
+
+    Notes
+    -----
+    On any error every taking-part row gets ``longitudinal_status`` =
+    ``"failed: <reason>"`` and the subject-level tracks table is removed; the
+    cross-sectional outputs are untouched (nothing is published before the whole
+    step has been computed).
+    """
+    from .longitudinal import remove_subject_outputs, run_subject_longitudinal
+
+    ok = [(v, r) for v, r in zip(visits, rows, strict=True) if r.get("status") == "ok"]
+    if not ok:
+        return
+    subject = ok[0][0].subject
+    try:
+        updates = run_subject_longitudinal(
+            [v for v, _ in ok], out_dir, settings=settings, n_procs=n_procs, work_dir=work_dir
+        )
+    except Exception as exc:  # the cross-sectional results stand whatever happens here
+        LOGGER.error(
+            "sub-%s: longitudinal step failed: %s",
+            subject,
+            exc,
+            exc_info=not isinstance(exc, LesionQError),
+        )
+        reason = _reason(exc)
+        for _, row in ok:
+            row["longitudinal_status"] = f"failed: {reason}"
+        try:
+            remove_subject_outputs(out_dir, subject)
+        except OSError as rm_exc:  # pragma: no cover - reported, not fatal
+            LOGGER.error("sub-%s: could not remove stale tracks table: %s", subject, rm_exc)
+        return
+    for visit, row in ok:
+        row.update(updates.get(visit.session, {}))
+
+
 def run_dataset(
     bids_dir: str | os.PathLike[str],
     out_dir: str | os.PathLike[str],
@@ -185,6 +269,10 @@ def run_dataset(
     keep_work: bool = False,
 ) -> RunSummary:
     """Process every visit of a BIDS dataset and update ``OUT/visits.tsv``.
+
+    Visits run one at a time; after the last visit of a subject its longitudinal
+    step runs over the subject's successful visits (:func:`run_longitudinal`)
+    and the subject's rows are rewritten with the longitudinal columns.
 
     Parameters
     ----------
@@ -221,6 +309,7 @@ def run_dataset(
     write_dataset_description(out, source_dir=str(bids_dir))
     work = Path(work_dir).resolve() if work_dir is not None else out / ".lesionq-work"
     rows: list[dict[str, Any]] = []
+    first_of_subject = 0
     for i, visit in enumerate(visits, start=1):
         label = f"sub-{visit.subject}" + (f" ses-{visit.session}" if visit.session else "")
         if progress:
@@ -232,6 +321,33 @@ def run_dataset(
         if progress:
             status = "ok" if row["status"] == "ok" else f"FAILED ({row['reason']})"
             progress(f"[{i}/{len(visits)}] {label}: {status} in {row['duration_s']:.1f} s")
+        if i == len(visits) or visits[i].subject != visit.subject:
+            # the subject's last visit: its longitudinal step, then its rows again
+            sub_visits = visits[first_of_subject:i]
+            sub_rows = rows[first_of_subject:i]
+            first_of_subject = i
+            if not any(r["status"] == "ok" for r in sub_rows):
+                continue
+            if progress:
+                progress(f"sub-{visit.subject}: longitudinal step running")
+            t0 = time.perf_counter()
+            run_longitudinal(
+                sub_visits, sub_rows, out, settings=settings, n_procs=n_procs, work_dir=work
+            )
+            update_visits_table(out / VISITS_TSV, sub_rows)
+            if progress:
+                flagged = [r for r in sub_rows if _longitudinal_problem(r)]
+                status = (
+                    "ok"
+                    if not flagged
+                    else "; ".join(
+                        f"{r['session_id']}: {r['longitudinal_status']}" for r in flagged
+                    )
+                )
+                progress(
+                    f"sub-{visit.subject}: longitudinal step {status} "
+                    f"in {time.perf_counter() - t0:.1f} s"
+                )
     if not keep_work and work_dir is None:
         shutil.rmtree(work, ignore_errors=True)
     return RunSummary(out_dir=out, rows=tuple(rows))

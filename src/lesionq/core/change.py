@@ -637,6 +637,7 @@ def detect_change(
     later_min_z: float = 1.5,
     candidate_min_mm3: float = 10.0,
     candidate_scope: str = "adjacent",
+    candidate_max_distance_mm: float = 3.0,
     new_min_wm_prior: float = 0.0,
     new_max_overlap_fraction: float = 0.1,
     new_min_evidence: float = 2.0,
@@ -682,6 +683,9 @@ def detect_change(
         misregistration or partial volume do not.
     candidate_min_mm3 : float
         Smallest candidate component kept (mm3).
+    candidate_max_distance_mm : float
+        With ``candidate_scope="adjacent"``, candidate voxels farther than this
+        from the later visit's lesions are dropped (growth is bounded).
     candidate_scope : {"all", "adjacent"}
         ``"adjacent"`` keeps only candidates touching a lesion of the later visit
         (growth); ``"all"`` keeps the others too (new lesions the cross-sectional
@@ -775,6 +779,10 @@ def detect_change(
         # away from any lesion the cross-sectional segmentation accepts are
         # mostly cortical, vascular and partial-volume changes (see the module
         # docstring and benchmarks/results/longitudinal.md).
+        # growth is bounded: a sheet of rise along the falx or a ventricle wall
+        # that happens to touch a lesion is not that lesion's growth
+        near = ndi.distance_transform_edt(~(ll & lb), sampling=vs) <= candidate_max_distance_mm
+        cand = cand & near
         cl, nc = ndi.label(cand, structure_for(check_connectivity(connectivity)))
         if nc:
             touch = np.unique(cl[ndi.binary_dilation(ll & lb, structure_for(26))])

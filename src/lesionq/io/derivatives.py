@@ -5,6 +5,11 @@ Layout (``OUT`` is the output folder given to ``lesionq run``)::
     OUT/dataset_description.json
     OUT/visits.tsv
     OUT/sub-<s>/ses-<v>/anat/sub-<s>_ses-<v>_<entities>_<suffix>.<ext>   (+ .json sidecar)
+    OUT/sub-<s>/sub-<s>_<entities>_<suffix>.<ext>     subject-level tables (+ .json sidecar)
+
+Entities of the longitudinal outputs name sessions (``from-ses02_to-ses01``): their
+:class:`OutputSpec` holds ``{session}`` / ``{reference}`` placeholders filled in by
+:meth:`OutputSpec.filename`.
 
 Every output file has a JSON sidecar beside it (same name, ``.json``) with the
 lesionq version, the protocol name, the effective settings and their hash, and
@@ -15,7 +20,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +37,10 @@ __all__ = [
     "output_path",
     "provenance",
     "publish_visit",
+    "publish_visit_update",
+    "LONGITUDINAL_OUTPUTS",
+    "SUBJECT_OUTPUTS",
+    "subject_output_path",
     "sidecar_path",
     "write_sidecar",
     "write_dataset_description",
@@ -50,7 +59,9 @@ class OutputSpec:
     ----------
     entities : str
         BIDS entities between the ``sub-<s>_ses-<v>_`` prefix and the suffix,
-        e.g. ``"label-T2lesion"`` (may be empty).
+        e.g. ``"label-T2lesion"`` (may be empty). May hold the placeholders
+        ``{session}`` (this visit's session label) and ``{reference}`` (the
+        subject's reference session label), e.g. ``"space-ses{reference}"``.
     suffix : str
         BIDS suffix, e.g. ``"mask"``.
     ext : str
@@ -64,11 +75,34 @@ class OutputSpec:
     ext: str
     description: str
 
-    def filename(self, subject: str, session: str | None) -> str:
-        """File name for one visit (``subject``/``session`` without ``sub-``/``ses-``)."""
+    @property
+    def templated(self) -> bool:
+        """True when :attr:`entities` names sessions (``{session}`` / ``{reference}``)."""
+        return "{" in self.entities
+
+    def filename(self, subject: str, session: str | None, *, reference: str | None = None) -> str:
+        """File name for one visit (``subject``/``session`` without ``sub-``/``ses-``).
+
+        ``reference`` (a session label without ``ses-``) is required by the
+        specs whose entities hold ``{reference}``.
+
+        Examples
+        --------
+        >>> OUTPUTS["xfm_reference"].filename("a", "02", reference="01")
+        'sub-a_ses-02_from-ses02_to-ses01_mode-image_xfm.txt'
+        """
         parts = [visit_prefix(subject, session)]
-        if self.entities:
-            parts.append(self.entities)
+        entities = self.entities
+        if self.templated:
+            if "{reference}" in entities and reference is None:
+                raise ValueError(
+                    f"output {self.entities!r}_{self.suffix}: needs the reference session label"
+                )
+            if "{session}" in entities and session is None:
+                raise ValueError(f"output {self.entities!r}_{self.suffix}: needs a session label")
+            entities = entities.format(session=session, reference=reference)
+        if entities:
+            parts.append(entities)
         parts.append(self.suffix)
         return "_".join(parts) + self.ext
 
@@ -153,6 +187,93 @@ OUTPUTS: Mapping[str, OutputSpec] = {
         ".tsv",
         "One row per lesion of the visit (see README for columns)",
     ),
+    # ---------------------------------------------------------------- longitudinal
+    "newenlarging_mask": OutputSpec(
+        "label-T2lesion_desc-newenlarging",
+        "mask",
+        ".nii.gz",
+        "New and enlarging T2 lesions since the previous visit (uint8, 1 = lesion) on this "
+        "visit's FLAIR grid; empty at the reference (baseline) visit",
+    ),
+    "newenlarging_labels": OutputSpec(
+        "label-T2lesion_desc-newenlarging",
+        "dseg",
+        ".nii.gz",
+        "New and enlarging T2 lesions since the previous visit (int32): voxel value = "
+        "change_id of desc-newenlarging_lesions.tsv, 0 = background",
+    ),
+    "newenlarging_table": OutputSpec(
+        "desc-newenlarging",
+        "lesions",
+        ".tsv",
+        "One row per new or enlarging T2 lesion since the previous visit (see README)",
+    ),
+    "newenlarging_baseline_mask": OutputSpec(
+        "label-T2lesion_desc-newenlargingbaseline",
+        "mask",
+        ".nii.gz",
+        "New and enlarging T2 lesions since the reference (baseline) visit (uint8) on this "
+        "visit's FLAIR grid; empty at the reference visit",
+    ),
+    "newenlarging_baseline_labels": OutputSpec(
+        "label-T2lesion_desc-newenlargingbaseline",
+        "dseg",
+        ".nii.gz",
+        "New and enlarging T2 lesions since the reference visit (int32): voxel value = "
+        "change_id of desc-newenlargingbaseline_lesions.tsv",
+    ),
+    "newenlarging_baseline_table": OutputSpec(
+        "desc-newenlargingbaseline",
+        "lesions",
+        ".tsv",
+        "One row per new or enlarging T2 lesion since the reference (baseline) visit",
+    ),
+    "xfm_reference": OutputSpec(
+        "from-ses{session}_to-ses{reference}_mode-image",
+        "xfm",
+        ".txt",
+        "ITK transform (LPS physical space) mapping points of the reference session's "
+        "preprocessed FLAIR to points of this session's preprocessed FLAIR",
+    ),
+    "flair_in_reference": OutputSpec(
+        "space-ses{reference}_desc-preproc",
+        "FLAIR",
+        ".nii.gz",
+        "This visit's bias-corrected FLAIR resampled (linear) onto the reference session's "
+        "FLAIR grid, for QC of the registration",
+    ),
+    "previous_flair": OutputSpec(
+        "desc-previous",
+        "FLAIR",
+        ".nii.gz",
+        "The previous visit's bias-corrected FLAIR resampled onto this visit's FLAIR grid and "
+        "intensity-matched to it, as compared (QC)",
+    ),
+}
+
+#: Per-visit outputs written by the longitudinal step (published by
+#: :func:`publish_visit_update` beside the visit's cross-sectional outputs).
+LONGITUDINAL_OUTPUTS: tuple[str, ...] = (
+    "newenlarging_mask",
+    "newenlarging_labels",
+    "newenlarging_table",
+    "newenlarging_baseline_mask",
+    "newenlarging_baseline_labels",
+    "newenlarging_baseline_table",
+    "xfm_reference",
+    "flair_in_reference",
+    "previous_flair",
+)
+
+#: Subject-level outputs (``OUT/sub-<s>/sub-<s>_<entities>_<suffix>``), by key.
+SUBJECT_OUTPUTS: Mapping[str, OutputSpec] = {
+    "tracks": OutputSpec(
+        "desc-tracks",
+        "lesions",
+        ".tsv",
+        "One row per lesion track and visit (in time order, from the track's first visit): "
+        "stable lesion ids across the subject's visits (see README)",
+    ),
 }
 
 
@@ -170,11 +291,34 @@ def visit_dir(out_dir: str | os.PathLike[str], subject: str, session: str | None
 
 
 def output_path(
-    out_dir: str | os.PathLike[str], subject: str, session: str | None, key: str
+    out_dir: str | os.PathLike[str],
+    subject: str,
+    session: str | None,
+    key: str,
+    *,
+    reference: str | None = None,
 ) -> Path:
-    """Path of the output ``key`` (a key of :data:`OUTPUTS`) for one visit."""
+    """Path of the output ``key`` (a key of :data:`OUTPUTS`) for one visit.
+
+    ``reference`` is the reference session label, needed by the outputs that name
+    it (``xfm_reference``, ``flair_in_reference``).
+    """
     spec = OUTPUTS[key]
-    return visit_dir(out_dir, subject, session) / spec.filename(subject, session)
+    return visit_dir(out_dir, subject, session) / spec.filename(
+        subject, session, reference=reference
+    )
+
+
+def subject_output_path(out_dir: str | os.PathLike[str], subject: str, key: str) -> Path:
+    """Path of the subject-level output ``key`` (of :data:`SUBJECT_OUTPUTS`).
+
+    Examples
+    --------
+    >>> subject_output_path("OUT", "a", "tracks").as_posix()
+    'OUT/sub-a/sub-a_desc-tracks_lesions.tsv'
+    """
+    spec = SUBJECT_OUTPUTS[key]
+    return Path(out_dir) / f"sub-{subject}" / spec.filename(subject, None)
 
 
 def sidecar_path(path: str | os.PathLike[str]) -> Path:
@@ -249,6 +393,60 @@ def write_dataset_description(
     )
 
 
+def _stage_and_swap(final_dir: Path, fill: Any) -> None:
+    """Fill a staging folder beside ``final_dir`` with ``fill(staging)``, then swap it in.
+
+    Two renames on one file system: ``final_dir`` -> a hidden ``.anat.old-*``
+    folder, staging -> ``final_dir``; the old folder is then removed. Stale
+    staging folders of killed runs are removed first; on any error the staging
+    folder is removed and ``final_dir`` is left as it was.
+    """
+    import shutil
+    import tempfile
+
+    parent = final_dir.parent
+    parent.mkdir(parents=True, exist_ok=True)
+    for stale in parent.glob(".anat.staging-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    staging = Path(tempfile.mkdtemp(prefix=".anat.staging-", dir=parent))
+    try:
+        fill(staging)
+        old = None
+        if final_dir.exists():
+            old = parent / f".anat.old-{os.getpid()}"
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(final_dir, old)
+        os.replace(staging, final_dir)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def _stage_files(
+    staging: Path,
+    final_dir: Path,
+    subject: str,
+    session: str | None,
+    files: Mapping[str, str | os.PathLike[str]],
+    *,
+    prov: Mapping[str, Any],
+    extra: Mapping[str, Mapping[str, Any]] | None,
+    reference: str | None,
+) -> dict[str, Path]:
+    import shutil
+
+    published: dict[str, Path] = {}
+    for key, src in sorted(files.items()):
+        spec = OUTPUTS[key]
+        dest = staging / spec.filename(subject, session, reference=reference)
+        shutil.copyfile(src, dest)
+        write_sidecar(dest, prov=prov, description=spec.description, extra=(extra or {}).get(key))
+        published[key] = final_dir / dest.name
+    return published
+
+
 def publish_visit(
     out_dir: str | os.PathLike[str],
     subject: str,
@@ -257,6 +455,7 @@ def publish_visit(
     *,
     prov: Mapping[str, Any],
     extra: Mapping[str, Mapping[str, Any]] | None = None,
+    reference: str | None = None,
 ) -> dict[str, Path]:
     """Publish one visit's outputs all at once.
 
@@ -266,6 +465,8 @@ def publish_visit(
     the same file system). A run killed before the swap leaves the previous
     results untouched and only a hidden ``.anat.staging-*`` folder behind, which
     the next run removes; nothing half-written ever carries a final name.
+    Files already in ``anat`` that are not in ``files`` disappear (stale outputs
+    of an earlier run); :func:`publish_visit_update` keeps them instead.
 
     Parameters
     ----------
@@ -279,40 +480,121 @@ def publish_visit(
         Provenance block (:func:`provenance`) written into every sidecar.
     extra : mapping, optional
         Output key -> extra sidecar fields.
+    reference : str, optional
+        Reference session label, for outputs whose names hold ``{reference}``.
 
     Returns
     -------
     dict
         Output key -> final path.
     """
+    final_dir = visit_dir(out_dir, subject, session)
+    published: dict[str, Path] = {}
+
+    def fill(staging: Path) -> None:
+        published.update(
+            _stage_files(
+                staging,
+                final_dir,
+                subject,
+                session,
+                files,
+                prov=prov,
+                extra=extra,
+                reference=reference,
+            )
+        )
+
+    _stage_and_swap(final_dir, fill)
+    return published
+
+
+def publish_visit_update(
+    out_dir: str | os.PathLike[str],
+    subject: str,
+    session: str | None,
+    files: Mapping[str, str | os.PathLike[str]],
+    *,
+    prov: Mapping[str, Any],
+    extra: Mapping[str, Mapping[str, Any]] | None = None,
+    reference: str | None = None,
+    drop: Iterable[str] = (),
+) -> dict[str, Path]:
+    """Add or replace outputs of an already published visit, all at once.
+
+    The staging folder receives a copy of every file now in the visit's
+    ``anat`` folder (sidecars included), except those replaced by ``files`` or
+    removed by ``drop``; then the new files with their sidecars; then it is
+    swapped in place of ``anat`` exactly as in :func:`publish_visit`. A reader
+    sees either the old folder or the new one, never a mixture, and a failure
+    before the swap leaves the published visit untouched.
+
+    Parameters
+    ----------
+    out_dir, subject, session, prov, extra, reference :
+        As for :func:`publish_visit`.
+    files : mapping
+        Output key -> finished file; a file of the same name already published
+        is replaced (with its sidecar).
+    drop : iterable of str
+        Output keys whose published files (and sidecars) are removed when not in
+        ``files`` (e.g. the longitudinal outputs of an earlier run when this run
+        has none for the visit). Keys whose names hold ``{reference}`` are matched
+        whatever the reference was.
+
+    Returns
+    -------
+    dict
+        Output key -> final path of the files in ``files``.
+
+    Raises
+    ------
+    lesionq.errors.MissingInputError
+        The visit has no published ``anat`` folder to update.
+    """
+    import fnmatch
     import shutil
-    import tempfile
+
+    from ..errors import MissingInputError
 
     final_dir = visit_dir(out_dir, subject, session)
-    parent = final_dir.parent
-    parent.mkdir(parents=True, exist_ok=True)
-    for stale in parent.glob(".anat.staging-*"):
-        shutil.rmtree(stale, ignore_errors=True)
-    staging = Path(tempfile.mkdtemp(prefix=".anat.staging-", dir=parent))
+    if not final_dir.is_dir():
+        raise MissingInputError(
+            f"{final_dir}: no published outputs to update (the visit must be published "
+            "by publish_visit first)"
+        )
+    new_names: set[str] = set()
+    for key in files:
+        name = OUTPUTS[key].filename(subject, session, reference=reference)
+        new_names |= {name, sidecar_path(name).name}
+    patterns: list[str] = []
+    for key in drop:
+        # a glob of the file name, any reference session
+        pat = OUTPUTS[key].filename(subject, session, reference="*")
+        patterns += [pat, sidecar_path(pat).name]
     published: dict[str, Path] = {}
-    try:
-        for key, src in sorted(files.items()):
-            spec = OUTPUTS[key]
-            dest = staging / spec.filename(subject, session)
-            shutil.copyfile(src, dest)
-            write_sidecar(
-                dest, prov=prov, description=spec.description, extra=(extra or {}).get(key)
+
+    def fill(staging: Path) -> None:
+        for src in sorted(final_dir.iterdir()):
+            name = src.name
+            if name in new_names or any(fnmatch.fnmatchcase(name, p) for p in patterns):
+                continue
+            if src.is_dir():
+                shutil.copytree(src, staging / name)
+            else:
+                shutil.copy2(src, staging / name)
+        published.update(
+            _stage_files(
+                staging,
+                final_dir,
+                subject,
+                session,
+                files,
+                prov=prov,
+                extra=extra,
+                reference=reference,
             )
-            published[key] = final_dir / dest.name
-        old = None
-        if final_dir.exists():
-            old = parent / f".anat.old-{os.getpid()}"
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(final_dir, old)
-        os.replace(staging, final_dir)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+        )
+
+    _stage_and_swap(final_dir, fill)
     return published

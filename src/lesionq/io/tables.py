@@ -1,4 +1,4 @@
-"""Tabular outputs (TSV) written atomically: ``visits.tsv`` and per-visit ``lesions.tsv``."""
+"""Tabular outputs (TSV) written atomically: ``visits.tsv``, per-visit ``lesions.tsv``, tracks."""
 
 from __future__ import annotations
 
@@ -14,6 +14,9 @@ from .nifti import atomic_write_text
 
 __all__ = [
     "VISIT_COLUMNS",
+    "LONGITUDINAL_VISIT_COLUMNS",
+    "LESION_LONGITUDINAL_COLUMNS",
+    "TRACK_TABLE_COLUMNS",
     "VISIT_KEY",
     "write_tsv",
     "read_tsv",
@@ -31,17 +34,63 @@ VISIT_COLUMNS: tuple[str, ...] = (
     "brain_volume_mm3",
     "contrasts_used",
     "skull_stripped_input",
+    "new_t2_count",
+    "enlarging_t2_count",
+    "t2_volume_change_mm3",
+    "new_t2_count_vs_baseline",
+    "enlarging_t2_count_vs_baseline",
+    "t2_volume_change_vs_baseline_mm3",
+    "previous_session_id",
+    "reference_session_id",
+    "longitudinal_status",
     "protocol",
     "settings_sha256",
     "lesionq_version",
     "duration_s",
 )
 
+#: Columns of ``visits.tsv`` filled by the longitudinal step (``n/a`` until it has run).
+LONGITUDINAL_VISIT_COLUMNS: tuple[str, ...] = (
+    "new_t2_count",
+    "enlarging_t2_count",
+    "t2_volume_change_mm3",
+    "new_t2_count_vs_baseline",
+    "enlarging_t2_count_vs_baseline",
+    "t2_volume_change_vs_baseline_mm3",
+    "previous_session_id",
+    "reference_session_id",
+    "longitudinal_status",
+)
+
 #: Column dtypes of ``visits.tsv`` (nullable, so failed visits keep integer counts).
 VISIT_DTYPES: dict[str, str] = {
     "t2_count": "Int64",
     "skull_stripped_input": "boolean",
+    "new_t2_count": "Int64",
+    "enlarging_t2_count": "Int64",
+    "new_t2_count_vs_baseline": "Int64",
+    "enlarging_t2_count_vs_baseline": "Int64",
+    "t2_volume_change_mm3": "Float64",
+    "t2_volume_change_vs_baseline_mm3": "Float64",
 }
+
+#: Columns the longitudinal step appends to each visit's ``lesions.tsv``.
+LESION_LONGITUDINAL_COLUMNS: tuple[str, ...] = ("track_id", "status", "status_vs_baseline")
+
+#: Columns of the subject-level ``sub-<s>_desc-tracks_lesions.tsv``.
+TRACK_TABLE_COLUMNS: tuple[str, ...] = (
+    "track_id",
+    "session_id",
+    "visit_index",
+    "status",
+    "status_vs_baseline",
+    "lesion_ids",
+    "n_lesions",
+    "volume_mm3",
+    "centroid_x_mm",
+    "centroid_y_mm",
+    "centroid_z_mm",
+)
 
 #: Columns identifying one visit.
 VISIT_KEY: tuple[str, str] = ("participant_id", "session_id")
@@ -55,12 +104,17 @@ def write_tsv(df: pd.DataFrame, dest: str | os.PathLike[str]) -> Path:
 
 
 def read_tsv(path: str | os.PathLike[str]) -> pd.DataFrame:
-    """Read a TSV written by :func:`write_tsv` ("n/a" read as missing)."""
+    """Read a TSV written by :func:`write_tsv` ("n/a" read as missing).
+
+    Floats are parsed exactly (``round_trip``), so a table read and written back
+    keeps its digits (the longitudinal step rewrites ``lesions.tsv`` this way).
+    """
     return pd.read_csv(
         path,
         sep="\t",
         na_values=["n/a"],
         keep_default_na=False,
+        float_precision="round_trip",
         dtype={"participant_id": str, "session_id": str},
     )
 
