@@ -139,3 +139,18 @@ def test_segment_t2_is_bit_identical_across_runs():
     )
     pd.testing.assert_frame_equal(a.lesions, b.lesions)
     assert a.count > 0
+
+
+def test_endpoints_table_sums_the_visits(sample_run):
+    """endpoints.tsv: one row per period; cumulative counts = sums over the period's visits."""
+    _, out = sample_run
+    visits = read_tsv(out / "visits.tsv")
+    ends = read_tsv(out / "endpoints.tsv")
+    assert list(ends["period"]) == ["first_treatment", "after_crossover"]
+    first = ends.iloc[0]
+    # the sample sessions are weeks 0, 4, 12 (sessions.tsv acq_time): week 24 is missing
+    assert first["n_visits_observed"] == 2 and str(first["missing_weeks"]) == "24"
+    follow = visits[visits["session_id"] != "ses-01"]
+    assert first["new_t2_count_cumulative"] == follow["new_t2_count"].sum()
+    assert not bool(first["complete"])
+    assert json.loads((out / "endpoints.json").read_text())

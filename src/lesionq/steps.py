@@ -456,10 +456,14 @@ def validate_settings(settings: Any) -> None:
         A key is not a parameter of its function (typo, removed setting), or
         ``[longitudinal_registration] mode`` is neither ``"rigid"`` nor ``"affine"``,
         or ``[change]`` sets what the step sets (``min_volume_mm3`` and
-        ``connectivity`` belong to ``[lesions]``).
+        ``connectivity`` belong to ``[lesions]``), or the trial schedule
+        (``[schedule]``, ``[periods]``, ``[endpoints]``) is inconsistent.
     """
+    from .core.endpoints import schedule_from_protocol
     from .registration.rigid import estimate_affine
 
+    if "schedule" in settings.sections:
+        schedule_from_protocol(settings.sections, source=settings.source)
     clash = sorted(set(settings.section("change")) & set(_CHANGE_SET_BY_STEP))
     if clash:
         raise ConfigError(

@@ -110,6 +110,7 @@ def _base_row(visit: VisitInputs, settings: Settings) -> dict[str, Any]:
     return {
         "participant_id": f"sub-{visit.subject}",
         "session_id": f"ses-{visit.session}" if visit.session is not None else None,
+        "acq_time": visit.acq_time,
         "protocol": settings.name,
         "settings_sha256": settings.hash(),
         "lesionq_version": __version__,
@@ -348,6 +349,30 @@ def run_dataset(
                     f"sub-{visit.subject}: longitudinal step {status} "
                     f"in {time.perf_counter() - t0:.1f} s"
                 )
+    if "schedule" in settings.sections:
+        _write_endpoints(out, settings, progress)
     if not keep_work and work_dir is None:
         shutil.rmtree(work, ignore_errors=True)
     return RunSummary(out_dir=out, rows=tuple(rows))
+
+
+def _write_endpoints(out: Path, settings: Settings, progress: ProgressFn | None) -> None:
+    """Rewrite ``OUT/endpoints.tsv`` from the whole ``visits.tsv`` (all runs so far).
+
+    A failure here is logged and reported, never raised: the per-visit results
+    stand and the table can be rebuilt by the next run.
+    """
+    from ..io.endpoints import write_endpoints
+    from ..io.tables import read_tsv
+
+    try:
+        path = write_endpoints(
+            out, read_tsv(out / VISITS_TSV), settings, visits_path=out / VISITS_TSV
+        )
+    except LesionQError as exc:
+        LOGGER.error("endpoints table not written: %s", exc)
+        if progress:
+            progress(f"endpoints: FAILED ({exc})")
+        return
+    if progress:
+        progress(f"endpoints: {path}")

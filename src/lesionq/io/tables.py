@@ -27,6 +27,7 @@ __all__ = [
 VISIT_COLUMNS: tuple[str, ...] = (
     "participant_id",
     "session_id",
+    "acq_time",
     "status",
     "reason",
     "t2_count",
