@@ -21,7 +21,7 @@ from lesionq.core.endpoints import (
 )
 from lesionq.errors import ConfigError, InputError
 
-EXAMPLE = Path(__file__).parents[2] / "pipelines" / "mesems_v1.schedule.toml.example"
+PROTOCOL_TOML = Path(__file__).parents[2] / "pipelines" / "mesems_v1.toml"
 
 MESEMS = {
     "baseline_week": 0,
@@ -45,8 +45,8 @@ def on(day: int) -> date:
 
 
 def test_example_protocol_fragment_parses():
-    data = tomllib.loads(EXAMPLE.read_text(encoding="utf-8"))
-    s = schedule_from_protocol(data, source=str(EXAMPLE))
+    data = tomllib.loads(PROTOCOL_TOML.read_text(encoding="utf-8"))
+    s = schedule_from_protocol(data, source=str(PROTOCOL_TOML))
     assert s.weeks == (0, 4, 12, 24, 28, 36, 48)
     assert [p.name for p in s.periods] == ["first_treatment", "after_crossover"]
     assert s.periods[1].weeks == (28, 36, 48)

@@ -15,11 +15,11 @@ from lesionq.errors import ConfigError, InputError
 from lesionq.io.endpoints import ENDPOINTS_TSV, compute_endpoints, write_endpoints
 from lesionq.io.tables import read_tsv, write_tsv
 
-EXAMPLE = Path(__file__).parents[2] / "pipelines" / "mesems_v1.schedule.toml.example"
+PROTOCOL_TOML = Path(__file__).parents[2] / "pipelines" / "mesems_v1.toml"
 
 
 def settings(**sections) -> Settings:
-    data = {"protocol": {"name": "trial"}, **tomllib.loads(EXAMPLE.read_text("utf-8"))}
+    data = {"protocol": {"name": "trial"}, **tomllib.loads(PROTOCOL_TOML.read_text("utf-8"))}
     data.update(sections)
     return Settings(name="trial", source="trial.toml", sections=_freeze(data))
 

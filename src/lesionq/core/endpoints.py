@@ -425,7 +425,7 @@ def schedule_from_protocol(sections: Mapping[str, Any], *, source: str = "protoc
     if "schedule" not in sections:
         raise ConfigError(
             f"{source}: no [schedule] section: endpoints need the trial's visit schedule "
-            "(see pipelines/*.schedule.toml.example)"
+            "(see pipelines/mesems_v1.toml)"
         )
     return parse_schedule(
         sections["schedule"],
