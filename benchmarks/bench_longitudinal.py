@@ -144,8 +144,14 @@ def real_data(out: Path, pipeline: str, n_procs: int, env: dict, scratch: Path) 
     tx = transform_between(r.transform, None)
     ablations = {
         "protocol (as published)": {},
-        "no white-matter prior (candidates next to lesions only)": {"_no_wm": True},
-        "candidates next to lesions only": {"candidate_scope": "adjacent"},
+        "candidates anywhere + white-matter rule (scope all, prior >= 0.4)": {
+            "candidate_scope": "all",
+            "new_min_wm_prior": 0.4,
+        },
+        "candidates anywhere, no white-matter rule": {
+            "candidate_scope": "all",
+            "new_min_wm_prior": 0.0,
+        },
         "no intensity harmonisation": {"harmonise": "none"},
         "no resolution matching": {"match_resolution": False},
         "no shift tolerance": {"shift_tolerance_mm": 0.0},
@@ -156,15 +162,7 @@ def real_data(out: Path, pipeline: str, n_procs: int, env: dict, scratch: Path) 
     }
     abl = {}
     for name, kw in ablations.items():
-        kw = dict(kw)
-        later = v2
-        if kw.pop("_no_wm", False):
-            from dataclasses import replace
-
-            later = replace(v2, wm_prior=None)
-        c2 = compare_visits(
-            v1, later, tx, change={**change, **kw}, lesions=lesions, n_threads=n_procs
-        )
+        c2 = compare_visits(v1, v2, tx, change={**change, **kw}, lesions=lesions, n_threads=n_procs)
         p = _save_mask(np.asarray(c2.new_enlarging.array), v2.flair.affine, scratch / "abl.nii.gz")
         abl[name] = _score_change(p)
     res["ablations"] = abl

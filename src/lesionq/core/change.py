@@ -714,15 +714,28 @@ def detect_change(
     both = lb & eb
     if not both.any():
         raise InputError("detect_change: the two brain masks do not overlap on the later grid")
-    if harmonise == "quantile":
-        # normal-appearing tissue only: a change of lesion load would otherwise
-        # bend the top of the mapping (lesions are the brightest ~0.5 %)
-        normal = both & ~ndi.binary_dilation(ll | el, iterations=2)
-        Eh = quantile_match(E, L, normal if normal.any() else both)
-    elif harmonise == "none":
-        Eh = E
-    else:
-        raise ConfigError(f"[change] harmonise must be 'quantile' or 'none', got {harmonise!r}")
+    box = _bounding_box(lb | eb, pad=4)
+    if any(b.stop - b.start < n for b, n in zip(box, shape, strict=True)):
+        # work inside the brains' bounding box (every rule is local to the brain;
+        # ~2-3 x faster on raw scans with a head around the brain), paste back
+        crop = {k: v for k, v in locals().items() if k in _DETECT_KEYWORDS}
+        inner_res, _ = detect_change(
+            L[box],
+            E[box],
+            lb[box],
+            eb[box],
+            ll[box],
+            el[box],
+            vs,
+            earlier_voxel_size_mm=earlier_voxel_size_mm,
+            wm_prior=None
+            if wm_prior is None
+            else _same_shape("wm_prior", np.asarray(wm_prior), shape)[box],
+            **crop,
+        )
+        full_eh = _harmonised(E, L, both, ll, el, harmonise)
+        return _paste(inner_res, box, shape), full_eh
+    Eh = _harmonised(E, L, both, ll, el, harmonise)
     Ls, Es = L, Eh
     if match_resolution:
         evs = vs if earlier_voxel_size_mm is None else _vs3(earlier_voxel_size_mm)
@@ -735,7 +748,13 @@ def detect_change(
             f"detect_change: no brain voxel lies more than edge_margin_mm={edge_margin_mm} inside"
         )
     evidence = difference_evidence(
-        Ls, Es, both, vs, smoothing_mm=smoothing_mm, reference_mask=inner
+        Ls,
+        Es,
+        both,
+        vs,
+        smoothing_mm=smoothing_mm,
+        background_sigma_mm=background_sigma_mm,
+        reference_mask=inner,
     )
     # shift-robust evidence: the later visit against the brightest earlier voxel
     # within shift_tolerance_mm (edges that moved by misregistration or partial
@@ -806,6 +825,76 @@ def detect_change(
     if wm is not None and res.n:
         res = _apply_wm_rule(res, wm, new_min_wm_prior)
     return res, Eh
+
+
+_DETECT_KEYWORDS = (
+    "min_volume_mm3",
+    "connectivity",
+    "harmonise",
+    "match_resolution",
+    "smoothing_mm",
+    "background_sigma_mm",
+    "shift_tolerance_mm",
+    "edge_margin_mm",
+    "seed_z",
+    "grow_z",
+    "later_min_z",
+    "candidate_min_mm3",
+    "candidate_scope",
+    "candidate_max_distance_mm",
+    "new_min_wm_prior",
+    "new_max_overlap_fraction",
+    "new_min_evidence",
+    "enlarge_small_fraction",
+    "enlarge_large_fraction",
+    "large_volume_mm3",
+    "enlarge_min_mm3",
+    "enlarge_min_evidence",
+    "boundary_layer_voxels",
+)
+
+
+def _bounding_box(mask: np.ndarray, pad: int) -> tuple[slice, ...]:
+    """Slices of the bounding box of ``mask`` grown by ``pad`` voxels (clipped)."""
+    box = []
+    for ax in range(mask.ndim):
+        other = tuple(i for i in range(mask.ndim) if i != ax)
+        hit = np.flatnonzero(mask.any(axis=other))
+        box.append(slice(max(int(hit[0]) - pad, 0), min(int(hit[-1]) + 1 + pad, mask.shape[ax])))
+    return tuple(box)
+
+
+def _paste(res: ChangeDetection, box: tuple[slice, ...], shape: tuple[int, ...]) -> ChangeDetection:
+    """A result computed inside ``box`` expressed on the full grid."""
+    from dataclasses import replace
+
+    def full(a: np.ndarray | None, dtype: type) -> np.ndarray | None:
+        if a is None:
+            return None
+        out = np.zeros(shape, dtype)
+        out[box] = a
+        return out
+
+    return replace(
+        res,
+        labels=full(res.labels, np.int32),
+        earlier_labels=full(res.earlier_labels, np.int32),
+        evidence=full(res.evidence, np.float32),
+    )
+
+
+def _harmonised(
+    E: np.ndarray, L: np.ndarray, both: np.ndarray, ll: np.ndarray, el: np.ndarray, mode: str
+) -> np.ndarray:
+    """The earlier FLAIR in the later one's intensity scale (``[change] harmonise``)."""
+    if mode == "quantile":
+        # normal-appearing tissue only: a change of lesion load would otherwise
+        # bend the top of the mapping (lesions are the brightest ~0.5 %)
+        normal = both & ~ndi.binary_dilation(ll | el, iterations=2)
+        return quantile_match(E, L, normal if normal.any() else both)
+    if mode == "none":
+        return E
+    raise ConfigError(f"[change] harmonise must be 'quantile' or 'none', got {mode!r}")
 
 
 def _apply_wm_rule(
