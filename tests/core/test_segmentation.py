@@ -339,3 +339,20 @@ def test_real_cs07_meets_dice_and_f1_bars(shared_data: Path, tmp_path: Path) -> 
     score = json.loads(out)
     assert score["dice"] >= 0.60, score
     assert score["f1"] >= 0.60, score
+
+
+def test_shell_fraction_leaves_out_excluded_voxels():
+    """Rule (c): CSF around a periventricular lesion is neither WM nor non-WM."""
+    from lesionq.core.segmentation import _shell_fraction
+
+    labels = np.zeros((20, 20, 20), np.int32)
+    labels[8:12, 8:12, 8:12] = 1
+    wm = np.zeros(labels.shape, bool)
+    wm[:, :10, :] = True  # white matter on one side...
+    csf = np.zeros(labels.shape, bool)
+    csf[:, 10:, :] = True  # ...ventricle on the other
+    csf &= labels == 0
+    plain = _shell_fraction(labels, 1, wm, 2.0, (1.0, 1.0, 1.0))[0]
+    excl = _shell_fraction(labels, 1, wm, 2.0, (1.0, 1.0, 1.0), exclude=csf)[0]
+    assert plain < 0.6
+    assert excl == 1.0

@@ -28,10 +28,11 @@ tissue noise, so nothing depends on the scanner's intensity scale.
    ``z_context >= seed_z``; (b) with a T2, its mean T2 context z-score is
    ``>= t2_min_z`` (a T2 lesion is hyperintense on T2 as well; FLAIR-only
    brightness such as the normal corticospinal tract signal or flow
-   artefacts is not); (c) at least ``wm_shell_min`` of the voxels within
-   ``wm_shell_mm`` around it are white matter (lesions sit in or against
-   white matter; cortical and deep-grey hyperintensities are wrapped in GM
-   or CSF); (d) a candidate lying mostly (``csf_near_fraction``) within
+   artefacts is not); (c) at least ``wm_shell_min`` of the non-CSF voxels
+   within ``wm_shell_mm`` around it are white matter (lesions sit in or
+   against white matter; cortical and deep-grey hyperintensities are wrapped
+   in GM; CSF is left out so that periventricular and confluent lesions,
+   half wrapped in ventricle, are judged by the tissue they do touch); (d) a candidate lying mostly (``csf_near_fraction``) within
    ``csf_near_mm`` of CSF needs a stronger peak, ``csf_near_seed_z``: the
    ependymal lining, periventricular caps, septum pellucidum and choroid
    plexus are bright on FLAIR in healthy brains. Requiring CSF to be dark on
@@ -272,9 +273,18 @@ def _context_z(
 
 
 def _shell_fraction(
-    labels: np.ndarray, n: int, target: np.ndarray, shell_mm: float, vs: Sequence[float]
+    labels: np.ndarray,
+    n: int,
+    target: np.ndarray,
+    shell_mm: float,
+    vs: Sequence[float],
+    exclude: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Fraction of ``target`` voxels within ``shell_mm`` around each labelled component."""
+    """Fraction of ``target`` voxels within ``shell_mm`` around each labelled component.
+
+    Voxels of ``exclude`` are left out of the shell (neither counted nor in the
+    denominator); a component whose shell is all excluded gets 0.
+    """
     pad = [int(math.ceil(shell_mm / v)) for v in vs]
     out = np.zeros(n, dtype=np.float64)
     for i, sl in enumerate(ndi.find_objects(labels)):
@@ -287,6 +297,8 @@ def _shell_fraction(
         comp = labels[bb] == i + 1
         d = ndi.distance_transform_edt(~comp, sampling=vs)
         shell = (d <= shell_mm + 1e-6) & ~comp
+        if exclude is not None:
+            shell &= ~exclude[bb]
         out[i] = float(target[bb][shell].mean()) if shell.any() else 0.0
     return out
 
@@ -583,7 +595,12 @@ def segment_lesions(
         near_csf = np.full(n_cand, np.nan)
         if strong.any():
             sub = np.where(strong[cand_lab - 1] & (cand_lab > 0), cand_lab, 0)
-            shell_all = _shell_fraction(sub, n_cand, mask_in & (ev.wm > 0.5), wm_shell_mm, vs)
+            # CSF is left out of the shell: a periventricular lesion is half wrapped in
+            # ventricle, and a confluent one would otherwise fail the rule (measured:
+            # an 8 mL injected confluent lesion in sub-cs07 rejected at 0.40)
+            shell_all = _shell_fraction(
+                sub, n_cand, mask_in & (ev.wm > 0.5), wm_shell_mm, vs, exclude=csf_mask
+            )
             shell[strong] = shell_all[strong]
             csf_dist = _inner_distance_mm(~csf_mask, vs)
             near = ndi.mean((csf_dist <= csf_near_mm).astype(np.float32), cand_lab, idx)
