@@ -87,7 +87,8 @@ def test_outputs_on_flair_grid_with_sidecars(sample_run, ses):
     # the longitudinal step appends track_id, status, status_vs_baseline
     assert list(lesions.columns[: len(LESION_TABLE_COLUMNS)]) == list(LESION_TABLE_COLUMNS)
     labels = np.asarray(nib.load(str(anat / f"{prefix}_label-T2lesion_dseg.nii.gz")).dataobj)
-    assert sorted(np.unique(labels[labels > 0]).tolist()) == sorted(lesions["lesion_id"].tolist())
+    t2_rows = lesions[lesions["label"] == "T2"]
+    assert sorted(np.unique(labels[labels > 0]).tolist()) == sorted(t2_rows["lesion_id"].tolist())
     mask = np.asarray(nib.load(str(anat / f"{prefix}_label-T2lesion_mask.nii.gz")).dataobj)
     np.testing.assert_array_equal(mask > 0, labels > 0)
     assert set(lesions["location"].dropna()) <= {
@@ -154,3 +155,30 @@ def test_endpoints_table_sums_the_visits(sample_run):
     assert first["new_t2_count_cumulative"] == follow["new_t2_count"].sum()
     assert not bool(first["complete"])
     assert json.loads((out / "endpoints.json").read_text())
+
+
+def test_gd_lesions_and_cua_published(sample_run):
+    """Gd+ lesions where a post-contrast T1 exists (rows in lesions.tsv = the Gd dseg);
+    n/a where it does not; CUA at follow-ups with both a Gd+ and a change result."""
+    _, out = sample_run
+    visits = read_tsv(out / "visits.tsv").set_index("session_id")
+    truth = read_tsv(TRUTH / "sub-phantom02" / "sub-phantom02_visits.tsv").set_index("session_id")
+    # ses-01 and ses-02 have a ce-T1w, ses-03 a FLAIR only
+    assert visits.loc["ses-01", "gd_count"] == truth.loc["ses-01", "n_enhancing"]
+    assert visits.loc["ses-02", "gd_count"] >= truth.loc["ses-02", "n_enhancing"]
+    assert pd.isna(visits.loc["ses-03", "gd_count"])
+    assert visits.loc["ses-01", "gd_inputs"] == "post+pre"
+    for ses in ("01", "02"):
+        anat = out / "sub-phantom02" / f"ses-{ses}" / "anat"
+        prefix = f"sub-phantom02_ses-{ses}"
+        lesions = pd.read_csv(anat / f"{prefix}_lesions.tsv", sep="\t")
+        gd_rows = lesions[lesions["label"] == "Gd"]
+        gd = np.asarray(nib.load(str(anat / f"{prefix}_label-Gdlesion_dseg.nii.gz")).dataobj)
+        assert sorted(np.unique(gd[gd > 0]).tolist()) == sorted(gd_rows["lesion_id"].tolist())
+        assert len(gd_rows) == visits.loc[f"ses-{ses}", "gd_count"]
+    assert pd.isna(visits.loc["ses-01", "cua_count"])  # baseline: no earlier scan
+    # CUA counts each physical lesion once: never more than Gd+ plus new/enlarging;
+    # here the two planted new lesions enhance, so it is strictly fewer
+    follow = visits.loc["ses-02"]
+    new_enl = follow["new_t2_count"] + follow["enlarging_t2_count"]
+    assert 0 < follow["cua_count"] < follow["gd_count"] + new_enl

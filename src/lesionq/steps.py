@@ -464,6 +464,10 @@ def validate_settings(settings: Any) -> None:
 
     if "schedule" in settings.sections:
         schedule_from_protocol(settings.sections, source=settings.source)
+    if "gd" in settings.sections:
+        from .steps_gd import _check_gd_section
+
+        _check_gd_section(settings.section("gd"))
     clash = sorted(set(settings.section("change")) & set(_CHANGE_SET_BY_STEP))
     if clash:
         raise ConfigError(

@@ -115,5 +115,5 @@ def test_visits_table_merge_replaces_same_visit(tmp_path):
     assert list(back["participant_id"]) == ["sub-a", "sub-b"]
     assert list(back["status"]) == ["ok", "ok"]
     assert list(back["t2_count"]) == [5, 3]
-    assert list(df.columns[:4]) == ["participant_id", "session_id", "status", "reason"]
+    assert list(df.columns[:5]) == ["participant_id", "session_id", "acq_time", "status", "reason"]
     assert OUTPUTS["t2_mask"].suffix == "mask"

@@ -210,6 +210,21 @@ def _counts(outs: Mapping[str, Any], ses: str) -> dict[str, Any]:
     return out
 
 
+def _cua_count(gd_labels: Path, change_labels: str) -> int | None:
+    """Combined unique active lesions of a follow-up (None without a Gd+ result).
+
+    Gd+ lesions and the new/enlarging T2 lesions since the previous visit, each
+    physical lesion once (:func:`lesionq.core.activity.combined_unique_active`).
+    """
+    from ..core.activity import combined_unique_active
+
+    if not Path(gd_labels).is_file():
+        return None
+    gd, _ = load_array(gd_labels, dtype=np.int32)
+    ne, _ = load_array(change_labels, dtype=np.int32)
+    return int(combined_unique_active(gd, ne).cua_count)
+
+
 def _read_json(path: str) -> dict[int, Any]:
     body = json.loads(Path(path).read_text(encoding="utf-8"))
     return {int(k): v for k, v in body.items()}
@@ -243,17 +258,27 @@ def _lesion_table(
     status: Mapping[int, str] | None,
     status_baseline: Mapping[int, str] | None,
 ) -> pd.DataFrame:
-    """The visit's ``lesions.tsv`` with :data:`LESION_LONGITUDINAL_COLUMNS` (re)set."""
+    """The visit's ``lesions.tsv`` with :data:`LESION_LONGITUDINAL_COLUMNS` (re)set.
+
+    Only the T2 rows (``label == "T2"``) are tracked; Gd+ rows keep ``n/a``. The
+    returned frame holds the T2 rows (what the tracks table is built from).
+    """
     df = read_tsv(src)
     df = df[[c for c in df.columns if c not in LESION_LONGITUDINAL_COLUMNS]].copy()
+    is_t2 = (df["label"] == "T2").to_numpy() if "label" in df else np.ones(len(df), bool)
     ids = df["lesion_id"].astype(int)
-    df["track_id"] = pd.array(
-        [None if tracks is None else tracks.get(i) for i in ids], dtype="Int64"
-    )
+
+    def lookup(mapping: Mapping[int, Any] | None) -> list[Any]:
+        return [
+            None if (mapping is None or not t2) else mapping.get(i)
+            for i, t2 in zip(ids, is_t2, strict=True)
+        ]
+
+    df["track_id"] = pd.array(lookup(tracks), dtype="Int64")
     for col, mapping in (("status", status), ("status_vs_baseline", status_baseline)):
-        df[col] = pd.array([None if mapping is None else mapping.get(i) for i in ids], dtype=object)
+        df[col] = pd.array(lookup(mapping), dtype=object)
     write_tsv(df, dest)
-    return df
+    return df[is_t2].reset_index(drop=True)
 
 
 def _track_rows(
@@ -402,6 +427,9 @@ def run_subject_longitudinal(
                 roles["previous_FLAIR"] = raw[prev].flair
                 row["previous_session_id"] = f"ses-{prev}"
                 row.update(longitudinal_status=STATUS_OK, **_counts(outs, ses))
+                row["cua_count"] = _cua_count(
+                    output_path(out, subject, ses, "gd_labels"), outs[f"change_labels_{ses}"]
+                )
                 files.update({key: Path(outs[f"{field}_{ses}"]) for key, field in _FILES.items()})
                 extra["newenlarging_mask"] = {
                     "NewLesionCount": row["new_t2_count"],

@@ -17,7 +17,17 @@ LOGGER = logging.getLogger(__name__)
 
 #: Output keys published for every visit (others only when their contrast exists).
 _ALWAYS = ("t2_mask", "t2_probseg", "t2_labels", "brain_mask", "flair_preproc", "lesions")
-_OPTIONAL = ("t1_coreg", "t2_coreg", "t1ce_coreg", "xfm_t1", "xfm_t2", "xfm_t1ce", "xfm_template")
+_OPTIONAL = (
+    "t1_coreg",
+    "t2_coreg",
+    "t1ce_coreg",
+    "xfm_t1",
+    "xfm_t2",
+    "xfm_t1ce",
+    "xfm_template",
+    "gd_mask",
+    "gd_labels",
+)
 
 #: Input roles as written into sidecars.
 _ROLES = {"flair": "FLAIR", "t1": "T1w", "t2": "T2w", "t1ce": "ce-gadolinium_T1w"}
@@ -82,6 +92,7 @@ def run_visit_workflow(
         segmentation=settings.section("segmentation"),
         lesions=settings.section("lesions"),
         location=settings.section("location"),
+        gd=settings.section("gd") if "gd" in settings.sections else None,
         use_atlas=bool(atlas.get("enabled", True)),
         n_threads=n_procs,
         name=tag,
@@ -101,6 +112,11 @@ def run_visit_workflow(
 
     publish = {k: outs[k] for k in _ALWAYS}
     publish.update({k: outs[k] for k in _OPTIONAL if _defined(outs.get(k))})
+    has_gd = _defined(outs.get("gd_lesions"))
+    if has_gd:
+        # one lesion table per visit: the Gd+ rows (label "Gd", ids of the Gd dseg)
+        # after the T2 rows (label "T2", ids of the T2 dseg)
+        publish["lesions"] = _merge_lesion_tables(outs["lesions"], outs["gd_lesions"], work)
     prov = provenance(settings, {_ROLES[k]: files[k] for k in ("flair", *contrasts)})
     publish_visit(
         out_dir,
@@ -112,16 +128,46 @@ def run_visit_workflow(
             "t2_mask": {
                 "LesionCount": int(outs["t2_count"]),
                 "LesionVolume_mm3": float(outs["t2_volume_mm3"]),
-            }
+            },
+            **(
+                {
+                    "gd_mask": {
+                        "LesionCount": int(outs["gd_count"]),
+                        "LesionVolume_mm3": float(outs["gd_volume_mm3"]),
+                        "InputsUsed": str(outs["gd_inputs"]),
+                    }
+                }
+                if has_gd
+                else {}
+            ),
         },
     )
     return {
+        "gd_count": int(outs["gd_count"]) if has_gd else None,
+        "gd_volume_mm3": round(float(outs["gd_volume_mm3"]), 3) if has_gd else None,
+        "gd_inputs": str(outs["gd_inputs"]) if has_gd else None,
         "t2_count": int(outs["t2_count"]),
         "t2_volume_mm3": round(float(outs["t2_volume_mm3"]), 3),
         "brain_volume_mm3": round(float(outs["brain_volume_mm3"]), 1),
         "contrasts_used": "+".join(_ROLES[k] for k in ("flair", *contrasts)),
         "skull_stripped_input": bool(outs["skull_stripped"]),
     }
+
+
+def _merge_lesion_tables(t2_table: str, gd_table: str, work: Path) -> Path:
+    """``lesions.tsv`` with the Gd+ rows appended (columns: the union, T2 first)."""
+    import pandas as pd
+
+    from ..io.tables import read_tsv, write_tsv
+
+    t2 = read_tsv(t2_table)
+    gd = read_tsv(gd_table)
+    merged = pd.concat([t2, gd], ignore_index=True, sort=False) if len(gd) else t2
+    cols = list(t2.columns) + [c for c in gd.columns if c not in t2.columns]
+    for col in cols:
+        if col not in merged:
+            merged[col] = pd.NA
+    return write_tsv(merged[cols], work / "lesions_t2_gd.tsv")
 
 
 def _collect_outputs(wf: Any, graph: Any) -> dict[str, Any]:

@@ -318,3 +318,75 @@ class TabulateLesions(SimpleInterface):
         self._results["t2_volume_mm3"] = float(res.volume_mm3)
         self._results["brain_volume_mm3"] = float(res.brain_volume_mm3)
         return runtime
+
+
+# ---------------------------------------------------------------------------- Gd+
+class _SegmentGdInputSpec(_ThreadsInputSpec):
+    t1ce = File(exists=True, mandatory=True, desc="post-contrast T1 on the FLAIR grid")
+    flair_preproc = File(exists=True, mandatory=True)
+    brain_mask = File(exists=True, mandatory=True)
+    t1 = File(exists=True, desc="pre-contrast T1 on the FLAIR grid")
+    wm = File(exists=True)
+    gm = File(exists=True)
+    csf = File(exists=True)
+    location = File(exists=True)
+    gd = traits.Dict(desc="[gd] protocol section")
+    min_volume_mm3 = traits.Float(mandatory=True, desc="[lesions] min_volume_mm3 (inclusive)")
+    location_rules = traits.Dict(desc="[location] protocol section")
+
+
+class _SegmentGdOutputSpec(TraitedSpec):
+    mask = File(exists=True)
+    labels = File(exists=True)
+    table = File(exists=True, desc="Gd+ rows of the lesion table (TSV)")
+    gd_count = traits.Int()
+    gd_volume_mm3 = traits.Float()
+    gd_inputs = traits.Str(desc='"post+pre", "post+flair" or "post"')
+
+
+class SegmentGd(SimpleInterface):
+    """Gadolinium-enhancing lesions on the FLAIR grid (:func:`lesionq.steps_gd.segment_gd_volumes`)."""
+
+    input_spec = _SegmentGdInputSpec
+    output_spec = _SegmentGdOutputSpec
+
+    def _run_interface(self, runtime: Any) -> Any:
+        from ..steps_gd import segment_gd_volumes
+
+        priors = None
+        if _opt(self.inputs.wm):
+            priors = {
+                k: _load(
+                    getattr(self.inputs, k), k, dtype=np.uint8 if k == "location" else np.float32
+                )
+                for k in PRIOR_KEYS
+            }
+        res = segment_gd_volumes(
+            _load(self.inputs.t1ce, "ce-gadolinium_T1w"),
+            _load(self.inputs.flair_preproc, "FLAIR"),
+            _load(self.inputs.brain_mask, "mask", dtype=np.uint8),
+            t1=_load(self.inputs.t1, "T1w") if _opt(self.inputs.t1) else None,
+            priors=priors,
+            gd=dict(self.inputs.gd),
+            min_volume_mm3=self.inputs.min_volume_mm3,
+            location_rules=dict(self.inputs.location_rules),
+            n_threads=self.inputs.n_threads,
+        )
+        self._results["mask"] = str(
+            save_image(
+                res.mask.array, res.mask.affine, _out(runtime, "gd_mask.nii.gz"), dtype=np.uint8
+            )
+        )
+        self._results["labels"] = str(
+            save_image(
+                res.labels.array,
+                res.labels.affine,
+                _out(runtime, "gd_labels.nii.gz"),
+                dtype=np.int32,
+            )
+        )
+        self._results["table"] = str(write_tsv(res.table, _out(runtime, "gd_lesions.tsv")))
+        self._results["gd_count"] = int(res.count)
+        self._results["gd_volume_mm3"] = float(res.volume_mm3)
+        self._results["gd_inputs"] = str(res.inputs)
+        return runtime

@@ -127,6 +127,18 @@ OUTPUTS: Mapping[str, OutputSpec] = {
         ".nii.gz",
         "T2 lesion label image (int32): voxel value = lesion_id of lesions.tsv, 0 = background",
     ),
+    "gd_mask": OutputSpec(
+        "label-Gdlesion",
+        "mask",
+        ".nii.gz",
+        "Gadolinium-enhancing lesion mask (uint8, ring cores filled) on the input FLAIR grid",
+    ),
+    "gd_labels": OutputSpec(
+        "label-Gdlesion",
+        "dseg",
+        ".nii.gz",
+        "Gd+ lesion label image (int32): value = lesion_id of the lesions.tsv rows with label Gd",
+    ),
     "brain_mask": OutputSpec(
         "desc-brain",
         "mask",

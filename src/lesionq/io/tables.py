@@ -44,6 +44,10 @@ VISIT_COLUMNS: tuple[str, ...] = (
     "previous_session_id",
     "reference_session_id",
     "longitudinal_status",
+    "gd_count",
+    "gd_volume_mm3",
+    "gd_inputs",
+    "cua_count",
     "protocol",
     "settings_sha256",
     "lesionq_version",
@@ -61,6 +65,7 @@ LONGITUDINAL_VISIT_COLUMNS: tuple[str, ...] = (
     "previous_session_id",
     "reference_session_id",
     "longitudinal_status",
+    "cua_count",
 )
 
 #: Column dtypes of ``visits.tsv`` (nullable, so failed visits keep integer counts).
@@ -73,6 +78,9 @@ VISIT_DTYPES: dict[str, str] = {
     "enlarging_t2_count_vs_baseline": "Int64",
     "t2_volume_change_mm3": "Float64",
     "t2_volume_change_vs_baseline_mm3": "Float64",
+    "gd_count": "Int64",
+    "gd_volume_mm3": "Float64",
+    "cua_count": "Int64",
 }
 
 #: Columns the longitudinal step appends to each visit's ``lesions.tsv``.

@@ -4,7 +4,7 @@ Graph (nodes present only for the contrasts the visit has)::
 
     inputnode ─ prep_flair ─┬─ coreg_t1 ─┐
                             ├─ coreg_t2 ─┤
-                            ├─ coreg_t1ce│
+                            ├─ coreg_t1ce│─ segment_gd (with [gd]) ─ outputnode
                             ├─ atlas ────┤ (template registration -> priors)
                             └────────────┴─ segment_t2 ─ tabulate ─ outputnode
 
@@ -24,6 +24,7 @@ from ..interfaces.visit import (
     AtlasPriors,
     CoregisterToFLAIR,
     PrepareFLAIR,
+    SegmentGd,
     SegmentT2,
     TabulateLesions,
 )
@@ -52,6 +53,12 @@ VISIT_OUTPUTS = (
     "t2_count",
     "t2_volume_mm3",
     "brain_volume_mm3",
+    "gd_mask",
+    "gd_labels",
+    "gd_lesions",
+    "gd_count",
+    "gd_volume_mm3",
+    "gd_inputs",
 )
 
 
@@ -65,6 +72,7 @@ def init_visit_wf(
     segmentation: Mapping[str, Any],
     lesions: Mapping[str, Any],
     location: Mapping[str, Any],
+    gd: Mapping[str, Any] | None = None,
     use_atlas: bool = True,
     atlas_dir: str | None = None,
     n_threads: int = 1,
@@ -80,6 +88,10 @@ def init_visit_wf(
     bias, brain, registration, template, segmentation, lesions, location : mapping
         The protocol sections of the same names (see ``pipelines/*.toml``);
         ``lesions["min_volume_mm3"]`` is required (it also bounds the mask).
+    gd : mapping, optional
+        The protocol's ``[gd]`` section. With it and a ``"t1ce"`` contrast, a
+        Gd+ segmentation node runs on the co-registered post-contrast T1 (and the
+        pre-contrast T1 when ``"t1"`` is present).
     use_atlas : bool
         Register the atlas template and feed its priors and location map to
         segmentation and the lesion table. Without it, lesions get location
@@ -199,6 +211,40 @@ def init_visit_wf(
     if "t2" in coreg_nodes:
         wf.connect(coreg_nodes["t2"], "out_file", seg, "t2")
 
+    gd_node = None
+    if gd is not None and "t1ce" in coreg_nodes:
+        gd_node = pe.Node(
+            SegmentGd(
+                gd=dict(gd),
+                min_volume_mm3=float(lesions["min_volume_mm3"]),
+                location_rules=dict(location),
+                n_threads=n_threads,
+            ),
+            name="segment_gd",
+            n_procs=n_threads,
+            mem_gb=2.0,
+        )
+        wf.connect(
+            [
+                (coreg_nodes["t1ce"], gd_node, [("out_file", "t1ce")]),
+                (prep, gd_node, [("flair_preproc", "flair_preproc"), ("brain_mask", "brain_mask")]),
+                (
+                    gd_node,
+                    outputnode,
+                    [
+                        ("mask", "gd_mask"),
+                        ("labels", "gd_labels"),
+                        ("table", "gd_lesions"),
+                        ("gd_count", "gd_count"),
+                        ("gd_volume_mm3", "gd_volume_mm3"),
+                        ("gd_inputs", "gd_inputs"),
+                    ],
+                ),
+            ]
+        )
+        if "t1" in coreg_nodes:
+            wf.connect(coreg_nodes["t1"], "out_file", gd_node, "t1")
+
     if use_atlas:
         atlas = pe.Node(
             AtlasPriors(template=dict(template), n_threads=n_threads, atlas_dir=atlas_dir or ""),
@@ -220,4 +266,7 @@ def init_visit_wf(
         )
         if "t1" in coreg_nodes:
             wf.connect(coreg_nodes["t1"], "out_file", atlas, "t1")
+        if gd_node is not None:
+            priors = [("wm", "wm"), ("gm", "gm"), ("csf", "csf"), ("location", "location")]
+            wf.connect([(atlas, gd_node, priors)])
     return wf

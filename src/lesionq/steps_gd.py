@@ -1,0 +1,307 @@
+"""In-memory Gd+ (gadolinium-enhancing) lesion step of one visit.
+
+Like :mod:`lesionq.steps`, :func:`segment_gd_volumes` takes
+:class:`~lesionq.types.Volume` objects already on the visit's FLAIR grid (the
+post-contrast and pre-contrast T1 co-registered and bias-corrected by
+:func:`lesionq.steps.coregister_to_flair`, the atlas maps of
+:func:`lesionq.steps.atlas_priors`) and the protocol's ``[gd]`` section, runs
+:func:`lesionq.core.enhancement.segment_enhancing`, and returns frozen
+results: the Gd+ mask (``label-Gdlesion_mask``), the lesion ids, the Gd+ rows of
+the lesion table and the enhancement-ratio map. Nothing is read or written here.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .core.enhancement import GD_INPUTS, GdSegmentation, segment_enhancing
+from .errors import ConfigError, GeometryError
+from .types import Volume
+
+__all__ = [
+    "GdResult",
+    "GD_TABLE_COLUMNS",
+    "GD_DETAIL_COLUMNS",
+    "GD_SET_BY_STEP",
+    "GD_INPUTS",
+    "segment_gd_volumes",
+]
+
+LOGGER = logging.getLogger(__name__)
+
+#: Columns of the Gd+ rows of the lesion table (one row per Gd+ lesion).
+GD_TABLE_COLUMNS: tuple[str, ...] = (
+    "lesion_id",
+    "label",
+    "volume_mm3",
+    "n_voxels",
+    "centroid_x_mm",
+    "centroid_y_mm",
+    "centroid_z_mm",
+    "location",
+    "enhancement_peak",
+    "enhancement_mean",
+    "ring",
+    "inputs",
+)
+
+#: Columns of :attr:`GdResult.details` (shape and evidence metrics per Gd+ lesion).
+GD_DETAIL_COLUMNS: tuple[str, ...] = (
+    "lesion_id",
+    "peak_blob_z",
+    "flair_z",
+    "elongation",
+    "radius_mm",
+    "length_mm",
+    "core_fraction",
+)
+
+#: Parameters of :func:`~lesionq.core.enhancement.segment_enhancing` that this step
+#: sets itself (images, geometry, atlas maps, ``[lesions] min_volume_mm3``,
+#: ``[location]`` rules): never keys of the ``[gd]`` protocol section.
+GD_SET_BY_STEP: tuple[str, ...] = (
+    "post",
+    "brain_mask",
+    "voxel_size_mm",
+    "pre",
+    "flair",
+    "priors",
+    "location_map",
+    "affine",
+    "location_rules",
+    "min_volume_mm3",
+)
+
+
+@dataclass(frozen=True)
+class GdResult:
+    """Gd+ lesions of one visit, on the FLAIR grid.
+
+    Attributes
+    ----------
+    mask : Volume
+        uint8 Gd+ lesion mask (filled lesions: ring cores included), kind ``"mask"``.
+    labels : Volume
+        int32 Gd+ lesion ids ``1..n`` (0 = background), kind ``"labels"``; the ids
+        of :attr:`table`.
+    table : pandas.DataFrame
+        One row per Gd+ lesion, columns :data:`GD_TABLE_COLUMNS`: ``label`` is
+        ``"Gd"``; ``centroid_*_mm`` world RAS+ mm; ``location`` a McDonald class or
+        ``"n/a"`` without an atlas location map; ``enhancement_peak`` /
+        ``enhancement_mean`` enhancement ratios (0 = normal-appearing white
+        matter, 0.3 = 30 % above it); ``ring`` bool; ``inputs`` as below.
+    inputs : str
+        ``"post+pre"``, ``"post+flair"`` or ``"post"`` (:data:`GD_INPUTS`).
+    enhancement : Volume
+        float32 enhancement-ratio map, kind ``"enhancement"``.
+    details : pandas.DataFrame
+        Shape and evidence metrics per lesion (:data:`GD_DETAIL_COLUMNS`).
+    candidates : pandas.DataFrame
+        Every enhancing candidate and the rule that decided it (QC / review):
+        the fields of :class:`lesionq.core.enhancement.GdCandidate`.
+    count : int
+        Number of Gd+ lesions (``gd_count``).
+    volume_mm3 : float
+        Total Gd+ volume, mm3 (``gd_volume_mm3``).
+    ratio_sd, blob_sd : float
+        Noise of the enhancement-ratio map and of its smoothed (blob) version over
+        normal-appearing white matter (ratio units; QC).
+    seconds : float
+        Wall time of the segmentation.
+    """
+
+    mask: Volume
+    labels: Volume
+    table: pd.DataFrame
+    inputs: str
+    enhancement: Volume
+    details: pd.DataFrame = field(repr=False)
+    candidates: pd.DataFrame = field(repr=False)
+    count: int = 0
+    volume_mm3: float = 0.0
+    ratio_sd: float = float("nan")
+    blob_sd: float = float("nan")
+    seconds: float = 0.0
+
+
+def _check_gd_section(gd: Mapping[str, Any]) -> dict[str, Any]:
+    params = inspect.signature(segment_enhancing).parameters
+    out: dict[str, Any] = {}
+    for key, value in dict(gd).items():
+        if key in GD_SET_BY_STEP:
+            raise ConfigError(
+                f"[gd] {key} is set by the Gd step itself (images, geometry, atlas maps; the "
+                "minimum lesion volume is [lesions] min_volume_mm3), not a [gd] key"
+            )
+        if key not in params:
+            raise ConfigError(
+                f"[gd] {key} is not a parameter of lesionq.core.enhancement.segment_enhancing "
+                f"(known: {sorted(k for k in params if k not in GD_SET_BY_STEP)})"
+            )
+        out[key] = tuple(value) if isinstance(value, list) else value
+    return out
+
+
+def _on_grid(name: str, vol: Volume, ref: Volume) -> np.ndarray:
+    if not vol.same_grid(ref):
+        raise GeometryError(
+            f"{name} ({vol.kind or 'image'}) is not on the FLAIR grid: shape {vol.shape} vs "
+            f"{ref.shape}, or affines differ by > 1e-4 mm; resample it onto the FLAIR first "
+            "(lesionq.steps.coregister_to_flair)"
+        )
+    return np.asarray(vol.array)
+
+
+def _tables(res: GdSegmentation, affine: np.ndarray) -> tuple[pd.DataFrame, pd.DataFrame]:
+    n = len(res.lesions)
+    cen = np.array([les.centroid_vox for les in res.lesions], dtype=float).reshape(n, 3)
+    ras = (affine[:3, :3] @ cen.T).T + affine[:3, 3] if n else np.zeros((0, 3))
+    table = pd.DataFrame(
+        {
+            "lesion_id": np.array([les.lesion_id for les in res.lesions], dtype=np.int64),
+            "label": pd.Series(["Gd"] * n, dtype=object),
+            "volume_mm3": [les.volume_mm3 for les in res.lesions],
+            "n_voxels": np.array([les.n_voxels for les in res.lesions], dtype=np.int64),
+            "centroid_x_mm": ras[:, 0],
+            "centroid_y_mm": ras[:, 1],
+            "centroid_z_mm": ras[:, 2],
+            "location": pd.Series([les.location for les in res.lesions], dtype=object),
+            "enhancement_peak": [les.peak_ratio for les in res.lesions],
+            "enhancement_mean": [les.mean_ratio for les in res.lesions],
+            "ring": np.array([les.ring for les in res.lesions], dtype=bool),
+            "inputs": pd.Series([res.inputs] * n, dtype=object),
+        }
+    )
+    table = table[list(GD_TABLE_COLUMNS)].round(
+        {
+            "volume_mm3": 3,
+            "centroid_x_mm": 2,
+            "centroid_y_mm": 2,
+            "centroid_z_mm": 2,
+            "enhancement_peak": 4,
+            "enhancement_mean": 4,
+        }
+    )
+    details = pd.DataFrame(
+        [{k: asdict(les)[k] for k in GD_DETAIL_COLUMNS} for les in res.lesions],
+        columns=list(GD_DETAIL_COLUMNS),
+    ).round(4)
+    return table, details
+
+
+def segment_gd_volumes(
+    t1ce: Volume,
+    flair: Volume,
+    brain_mask: Volume,
+    *,
+    t1: Volume | None,
+    priors: Mapping[str, Volume] | None,
+    gd: Mapping[str, Any],
+    min_volume_mm3: float,
+    location_rules: Mapping[str, Any] | None = None,
+    n_threads: int = 1,
+) -> GdResult:
+    """Gd+ lesion mask, ids, table and enhancement map of one visit (FLAIR grid).
+
+    Parameters
+    ----------
+    t1ce : Volume
+        Post-contrast T1 (``ce-gadolinium_T1w``) resampled onto the FLAIR grid and
+        bias-corrected (:func:`lesionq.steps.coregister_to_flair`).
+    flair : Volume
+        The visit's preprocessed FLAIR (defines the grid; FLAIR support of the rules).
+    brain_mask : Volume
+        Brain mask on the FLAIR grid (non-zero = brain).
+    t1 : Volume or None
+        Pre-contrast T1 on the FLAIR grid, or None when the visit has none
+        (``inputs`` is then ``"post+flair"``).
+    priors : mapping of str to Volume, or None
+        Atlas maps of :func:`lesionq.steps.atlas_priors` on the FLAIR grid: ``"wm"``,
+        ``"gm"``, ``"csf"`` (probabilities) and optionally ``"location"`` (integer
+        location map: ventricle / pituitary rules and location classes). None: no
+        atlas (locations ``"n/a"``).
+    gd : mapping
+        The protocol's ``[gd]`` section: keyword parameters of
+        :func:`lesionq.core.enhancement.segment_enhancing` (minus
+        :data:`GD_SET_BY_STEP`).
+    min_volume_mm3 : float
+        The protocol's ``[lesions] min_volume_mm3`` (inclusive), one rule for all
+        lesion masks and tables.
+    location_rules : mapping, optional
+        The protocol's ``[location]`` section (keywords of
+        :func:`lesionq.core.location.classify_locations`).
+    n_threads : int
+        Thread budget (the core is single-threaded numpy / scipy; accepted for a
+        uniform step interface).
+
+    Returns
+    -------
+    GdResult
+
+    Raises
+    ------
+    lesionq.errors.ConfigError
+        A ``[gd]`` key that is not a parameter, or one the step sets itself.
+    lesionq.errors.GeometryError
+        An input not on the FLAIR grid.
+    lesionq.errors.InputError, lesionq.errors.ProcessingError
+        From :func:`~lesionq.core.enhancement.segment_enhancing`.
+    """
+    kwargs = _check_gd_section(gd)
+    post = _on_grid("t1ce (post-contrast T1)", t1ce, flair).astype(np.float32, copy=False)
+    mask = _on_grid("brain_mask", brain_mask, flair) > 0
+    pre = None
+    if t1 is not None:
+        pre = _on_grid("t1 (pre-contrast T1)", t1, flair).astype(np.float32, copy=False)
+    prior_arrays = None
+    location = None
+    if priors is not None:
+        prior_arrays = {
+            k: _on_grid(f"priors[{k!r}]", v, flair).astype(np.float32, copy=False)
+            for k, v in priors.items()
+            if k in ("wm", "gm", "csf")
+        }
+        if "location" in priors:
+            location = _on_grid("priors['location']", priors["location"], flair).astype(
+                np.int32, copy=False
+            )
+    res = segment_enhancing(
+        post,
+        mask,
+        flair.voxel_size_mm,
+        pre=pre,
+        flair=np.asarray(flair.array, dtype=np.float32),
+        priors=prior_arrays,
+        location_map=location,
+        affine=flair.affine,
+        location_rules=location_rules,
+        min_volume_mm3=float(min_volume_mm3),
+        **kwargs,
+    )
+    table, details = _tables(res, flair.affine)
+    cands = pd.DataFrame([asdict(c) for c in res.candidates])
+    LOGGER.info(
+        "Gd+: %d lesions, %.1f mm3 (inputs %s, %d candidates, %.1f s)",
+        res.n_lesions, res.volume_mm3, res.inputs, len(res.candidates), res.seconds,
+    )  # fmt: skip
+    return GdResult(
+        mask=Volume(res.mask.astype(np.uint8), flair.affine, "mask"),
+        labels=Volume(res.labels.astype(np.int32), flair.affine, "labels"),
+        table=table,
+        inputs=res.inputs,
+        enhancement=Volume(res.enhancement.astype(np.float32), flair.affine, "enhancement"),
+        details=details,
+        candidates=cands,
+        count=res.n_lesions,
+        volume_mm3=res.volume_mm3,
+        ratio_sd=res.ratio_sd,
+        blob_sd=res.blob_sd,
+        seconds=res.seconds,
+    )

@@ -1,0 +1,166 @@
+"""Tests of lesionq.steps_gd.segment_gd_volumes (the in-memory Gd+ step of a visit).
+
+The phantom is the one of ``tests/core/test_enhancement.py`` (loaded by path),
+wrapped in :class:`~lesionq.types.Volume` objects with a RAS affine.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from lesionq.errors import ConfigError, GeometryError
+from lesionq.steps_gd import GD_DETAIL_COLUMNS, GD_TABLE_COLUMNS, GdResult, segment_gd_volumes
+from lesionq.types import Volume
+
+_spec = importlib.util.spec_from_file_location(
+    "gd_phantom", Path(__file__).parent / "core" / "test_enhancement.py"
+)
+_mod = importlib.util.module_from_spec(_spec)  # type: ignore[arg-type]
+sys.modules["gd_phantom"] = _mod  # dataclasses look their module up
+_spec.loader.exec_module(_mod)  # type: ignore[union-attr]
+
+AFFINE = np.array(
+    [[-1.0, 0.0, 0.0, 31.5], [0.0, 1.0, 0.0, -31.5], [0.0, 0.0, 1.0, -27.5], [0, 0, 0, 1]]
+)
+
+
+@pytest.fixture(scope="module")
+def vols() -> dict[str, object]:
+    ph = _mod.make_phantom()
+    priors = {k: Volume(v, AFFINE, k) for k, v in ph.priors.items()}
+    priors["location"] = Volume(ph.location.astype(np.uint8), AFFINE, "location")
+    return {
+        "ph": ph,
+        "t1ce": Volume(ph.post, AFFINE, "T1w-ce"),
+        "t1": Volume(ph.pre, AFFINE, "T1w"),
+        "flair": Volume(ph.flair, AFFINE, "FLAIR"),
+        "brain": Volume(ph.brain.astype(np.uint8), AFFINE, "mask"),
+        "priors": priors,
+    }
+
+
+@pytest.fixture(scope="module")
+def result(vols) -> GdResult:
+    return segment_gd_volumes(
+        vols["t1ce"],
+        vols["flair"],
+        vols["brain"],
+        t1=vols["t1"],
+        priors=vols["priors"],
+        gd={"strong_z": 9.0},
+        min_volume_mm3=3.0,
+    )
+
+
+def test_outputs_on_flair_grid_and_table(vols, result: GdResult) -> None:
+    ph = vols["ph"]
+    for v in (result.mask, result.labels, result.enhancement):
+        assert v.same_grid(vols["flair"])
+    assert result.mask.array.dtype == np.uint8 and result.labels.array.dtype == np.int32
+    assert result.inputs == "post+pre"
+    t = result.table
+    assert tuple(t.columns) == GD_TABLE_COLUMNS
+    assert tuple(result.details.columns) == GD_DETAIL_COLUMNS
+    assert len(t) == result.count == 2
+    assert (t["label"] == "Gd").all() and (t["inputs"] == "post+pre").all()
+    assert t["lesion_id"].tolist() == [1, 2]
+    assert t["ring"].dtype == bool and t["ring"].sum() == 1
+    assert (t["location"] == "deep_white_matter").all()
+    assert result.volume_mm3 == pytest.approx(float(t["volume_mm3"].sum()))
+    # centroids in world mm through the affine: the ring lesion is at array
+    # offset RING_C from the centre, the x axis flipped by the affine
+    ring = t[t["ring"]].iloc[0]
+    assert ring["centroid_x_mm"] == pytest.approx(-_mod.RING_C[0], abs=1.0)
+    assert ring["centroid_y_mm"] == pytest.approx(_mod.RING_C[1], abs=1.0)
+    assert ring["centroid_z_mm"] == pytest.approx(_mod.RING_C[2], abs=1.0)
+    # labels and table agree
+    for _, row in t.iterrows():
+        assert int((result.labels.array == row["lesion_id"]).sum()) == row["n_voxels"]
+    assert not result.mask.array[ph.structures["vessel"]].any()
+    assert isinstance(result.candidates, pd.DataFrame) and "reason" in result.candidates
+
+
+def test_without_t1_and_without_atlas(vols) -> None:
+    res = segment_gd_volumes(
+        vols["t1ce"],
+        vols["flair"],
+        vols["brain"],
+        t1=None,
+        priors=None,
+        gd={},
+        min_volume_mm3=3.0,
+    )
+    assert res.inputs == "post+flair"
+    assert (res.table["inputs"] == "post+flair").all()
+    assert (res.table["location"] == "n/a").all()
+    assert res.mask.array[vols["ph"].structures["nodular"]].any()
+
+
+def test_empty_table_has_columns(vols) -> None:
+    res = segment_gd_volumes(
+        vols["t1ce"],
+        vols["flair"],
+        vols["brain"],
+        t1=vols["t1"],
+        priors=vols["priors"],
+        gd={"seed_z": 1e6, "strong_z": 1e6},
+        min_volume_mm3=3.0,
+    )
+    assert res.count == 0 and res.volume_mm3 == 0.0
+    assert tuple(res.table.columns) == GD_TABLE_COLUMNS and len(res.table) == 0
+    assert not res.mask.array.any()
+
+
+def test_bad_grid_and_bad_section(vols) -> None:
+    shifted = Volume(vols["t1ce"].array, AFFINE + np.diag([0, 0, 0, 0]) + _shift(2.0), "ce")
+    with pytest.raises(GeometryError, match="t1ce"):
+        segment_gd_volumes(
+            shifted, vols["flair"], vols["brain"], t1=None, priors=None, gd={}, min_volume_mm3=3
+        )
+    small = Volume(vols["t1"].array[:-1], AFFINE, "T1w")
+    with pytest.raises(GeometryError, match="pre-contrast"):
+        segment_gd_volumes(
+            vols["t1ce"], vols["flair"], vols["brain"], t1=small, priors=None, gd={},
+            min_volume_mm3=3,
+        )  # fmt: skip
+    with pytest.raises(ConfigError, match="not a parameter"):
+        segment_gd_volumes(
+            vols["t1ce"], vols["flair"], vols["brain"], t1=None, priors=None,
+            gd={"seed_zz": 4.0}, min_volume_mm3=3,
+        )  # fmt: skip
+    with pytest.raises(ConfigError, match="lesions"):
+        segment_gd_volumes(
+            vols["t1ce"], vols["flair"], vols["brain"], t1=None, priors=None,
+            gd={"min_volume_mm3": 5.0}, min_volume_mm3=3,
+        )  # fmt: skip
+
+
+def _shift(mm: float) -> np.ndarray:
+    out = np.zeros((4, 4))
+    out[0, 3] = mm
+    return out
+
+
+def test_proposed_gd_section_matches_the_function(repo_root: Path, vols, result) -> None:
+    """pipelines/gd_section.toml.example: every key a parameter, values the defaults."""
+    import inspect
+    import tomllib
+
+    from lesionq.core.enhancement import segment_enhancing
+
+    gd = tomllib.loads((repo_root / "pipelines" / "gd_section.toml.example").read_text())["gd"]
+    params = inspect.signature(segment_enhancing).parameters
+    for key, value in gd.items():
+        assert key in params, key
+        assert params[key].default == value, key
+    res = segment_gd_volumes(
+        vols["t1ce"], vols["flair"], vols["brain"], t1=vols["t1"], priors=vols["priors"],
+        gd=gd, min_volume_mm3=3.0,
+    )  # fmt: skip
+    assert res.table.equals(result.table)
