@@ -27,7 +27,7 @@ labelled Gd truth, so:
 
 The atlas priors are registered once (:func:`lesionq.steps.atlas_priors`, protocol
 ``mesems_v1`` ``[template]``) and reused. ``[gd]`` comes from
-``pipelines/gd_section.toml.example`` (the function defaults), ``[lesions]
+``[gd]`` of ``pipelines/mesems_v1.toml`` (the function defaults), ``[lesions]
 min_volume_mm3`` and ``[location]`` from ``mesems_v1``. Time per visit is the wall
 time of :func:`segment_gd_volumes` (the Gd step on co-registered inputs; the
 post-contrast T1 of sub-cs07 shares the FLAIR grid, so its co-registration is the
@@ -75,7 +75,7 @@ DATA = (REPO / ".." / "shared" / "data" / "ljubljana").resolve()
 SCORE = (REPO / ".." / "shared" / "eval" / "score.py").resolve()
 SCRATCH = REPO / "benchmarks" / "_scratch" / "gd"
 RESULTS = REPO / "benchmarks" / "results" / "gd.md"
-GD_TOML = REPO / "pipelines" / "gd_section.toml.example"
+GD_TOML = REPO / "pipelines" / "mesems_v1.toml"
 FULL = np.ones((3, 3, 3), dtype=bool)
 GROUPS = (("deep", 5), ("periventricular", 2), ("juxtacortical", 1))
 #: What the crops of the un-injected scan show (looked at by the author for this
@@ -91,7 +91,7 @@ axial, post coronal and sagittal):
   the T2w at (73, 94, 97)); the one at (86, 90, 60) lies among the veins by the third
   ventricle. The scan shows no active lesion on inspection.
 - Closest candidates with the pre-contrast T1: (74, 151, 86) a round, 3 mm, very bright
-  focus (ratio 0.92) on the wall of the left frontal horn with no FLAIR or T2 lesion:
+  focus (ratio 0.92) on the wall of the right frontal horn with no FLAIR or T2 lesion:
   a subependymal vein seen end-on (rule "vessel", thin and intravascular-bright);
   (79, 94, 94), (104, 126, 98), (79, 126, 86): short linear enhancement along the
   lateral ventricle walls and the septum (subependymal / septal veins); (83, 96, 90):
@@ -507,7 +507,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"--seeds {args.seeds}`.",
         "",
         "Method: `lesionq.core.enhancement.segment_enhancing` through "
-        "`lesionq.steps_gd.segment_gd_volumes`; `[gd]` = `pipelines/gd_section.toml.example` "
+        "`lesionq.steps_gd.segment_gd_volumes`; `[gd]` of `pipelines/mesems_v1.toml` "
         f"(the function defaults), `[lesions] min_volume_mm3` = {min_mm3:g}, `[location]` of "
         "`mesems_v1`. Atlas priors registered once "
         f"({scan.atlas_seconds:.0f} s, shared with the T2 step in the pipeline).",

@@ -147,14 +147,16 @@ def _shift(mm: float) -> np.ndarray:
     return out
 
 
-def test_proposed_gd_section_matches_the_function(repo_root: Path, vols, result) -> None:
-    """pipelines/gd_section.toml.example: every key a parameter, values the defaults."""
+def test_protocol_gd_section_matches_the_function(repo_root: Path, vols, result) -> None:
+    """The shipped protocols' [gd]: every key a parameter, values the defaults."""
     import inspect
     import tomllib
 
     from lesionq.core.enhancement import segment_enhancing
 
-    gd = tomllib.loads((repo_root / "pipelines" / "gd_section.toml.example").read_text())["gd"]
+    gd = tomllib.loads((repo_root / "pipelines" / "mesems_v1.toml").read_text())["gd"]
+    testing = tomllib.loads((repo_root / "pipelines" / "mesems_testing.toml").read_text())["gd"]
+    assert testing == gd
     params = inspect.signature(segment_enhancing).parameters
     for key, value in gd.items():
         assert key in params, key
@@ -164,3 +166,47 @@ def test_proposed_gd_section_matches_the_function(repo_root: Path, vols, result)
         gd=gd, min_volume_mm3=3.0,
     )  # fmt: skip
     assert res.table.equals(result.table)
+
+
+@pytest.mark.slow
+def test_real_cs07_no_detection_and_injected_lesions_found(shared_data: Path) -> None:
+    """sub-cs07: nothing on the real post-contrast scan; two planted lesions found."""
+    from scipy import ndimage as ndi
+
+    from lesionq.io.nifti import load_array
+    from lesionq.steps import atlas_priors
+    from lesionq.testing.inject import LesionSpec, plant_lesions
+
+    anat = shared_data / "sub-cs07" / "ses-01" / "anat"
+    imgs = {}
+    for key, suffix in (("flair", "FLAIR"), ("t1", "T1w"), ("t1ce", "ce-gadolinium_T1w")):
+        imgs[key], aff = load_array(anat / f"sub-cs07_ses-01_{suffix}.nii.gz")
+    brain = Volume((imgs["flair"] != 0).astype(np.uint8), aff, "mask")
+    maps = atlas_priors(
+        Volume(imgs["flair"], aff, "FLAIR"), brain, t1=Volume(imgs["t1"], aff, "T1w"),
+        template={"min_mask_dice": 0.7, "seed": 0},
+    )  # fmt: skip
+
+    def run(images: dict[str, np.ndarray]) -> GdResult:
+        return segment_gd_volumes(
+            Volume(images["t1ce"], aff, "ce"), Volume(images["flair"], aff, "FLAIR"), brain,
+            t1=Volume(images["t1"], aff, "T1w"), priors=maps.maps, gd={}, min_volume_mm3=3.0,
+        )  # fmt: skip
+
+    real = run(imgs)
+    assert real.inputs == "post+pre" and real.count == 0
+    wm = np.asarray(maps.maps["wm"].array) > 0.9
+    wm &= ndi.binary_erosion(wm, iterations=4)
+    specs = [
+        LesionSpec(radius_mm=3.0, kind="nodular", enhancement_fraction=0.4),
+        LesionSpec(radius_mm=4.0, kind="ring", enhancement_fraction=0.4),
+    ]
+    inj = plant_lesions(
+        imgs, voxel_size_mm=(1.0, 1.0, 1.0), specs=specs, seed=0, placement_mask=wm,
+        reference_mask=wm,
+    )  # fmt: skip
+    res = run(inj.images)
+    lab = np.asarray(res.labels.array)
+    for les in inj.lesions:
+        assert (lab[inj.labels == les.lesion_id] > 0).any(), les.kind
+    assert res.count == 2

@@ -81,10 +81,10 @@ z-score in units of the ratio map's own NAWM noise.
      centres in mm) ``>= vessel_elongation``; or *thin and long*: largest
      inscribed radius (Euclidean distance transform, mm)
      ``<= vessel_max_radius_mm`` and length (4 sqrt(l1))
-     ``>= vessel_min_length_mm``; or *thin and very bright*: inscribed
-     radius ``<= vessel_bright_max_radius_mm`` and peak ``E >=
-     vessel_min_ratio`` (a vein seen end-on is a small round dot brighter
-     than parenchymal enhancement).
+     ``>= vessel_min_length_mm``; or *thin and very bright*: peak ``E >=
+     vessel_min_ratio`` and the part of the candidate at >= half that peak
+     has an inscribed radius ``<= vessel_bright_max_radius_mm`` (a vein seen
+     end-on is a small round dot brighter than parenchymal enhancement).
    * ``"size"``: fewer enhancing voxels than ``min_enhancing_mm3`` (below
      the size where a dot can be told from a vessel in cross-section).
    * ``"contrast"``: peak ``B / sd_B`` below ``strong_z`` *and* no FLAIR
@@ -642,6 +642,14 @@ def _blobness(blob: np.ndarray, region: np.ndarray, vs: Sequence[float]) -> floa
     return float(max(-ev[2], 0.0) / -ev[0])
 
 
+def _half_max_radius(
+    ratio: np.ndarray, comp: np.ndarray, peak: float, vs: Sequence[float]
+) -> float:
+    """Largest inscribed radius (mm) of the part of ``comp`` at >= half its peak ratio."""
+    core = comp & (ratio >= 0.5 * peak)
+    return float(ndi.distance_transform_edt(np.pad(core, 1), sampling=vs).max())
+
+
 def _orientation_axes(affine: np.ndarray | None) -> tuple[int, int, float]:
     """(left-right axis, inferior-superior axis, sign of superior along it)."""
     if affine is None:
@@ -1075,8 +1083,9 @@ def segment_enhancing(
                     elong >= vessel_elongation
                     or (radius <= vessel_max_radius_mm + 1e-6 and length >= vessel_min_length_mm)
                     or (
-                        radius <= vessel_bright_max_radius_mm + 1e-6
-                        and f["peak_ratio"] >= vessel_min_ratio
+                        f["peak_ratio"] >= vessel_min_ratio
+                        and _half_max_radius(r_box, comp, f["peak_ratio"], vs)
+                        <= vessel_bright_max_radius_mm + 1e-6
                     )
                 ):
                     reason = "vessel"
