@@ -45,6 +45,16 @@ def _opt(value: Any) -> Any:
     return value if isdefined(value) and value is not None else None
 
 
+def _load_priors(inputs: Any) -> dict[str, Volume] | None:
+    """The atlas maps wired into a node (``wm``, ``gm``, ``csf``, ``location``), or None."""
+    if not _opt(inputs.wm):
+        return None
+    return {
+        k: _load(getattr(inputs, k), k, dtype=np.uint8 if k == "location" else np.float32)
+        for k in PRIOR_KEYS
+    }
+
+
 def _out(runtime: Any, name: str) -> str:
     return str(Path(runtime.cwd) / name)
 
@@ -227,14 +237,7 @@ class SegmentT2(SimpleInterface):
         mask = _load(self.inputs.brain_mask, "mask", dtype=np.uint8)
         t1 = _load(self.inputs.t1, "T1w") if _opt(self.inputs.t1) else None
         t2 = _load(self.inputs.t2, "T2w") if _opt(self.inputs.t2) else None
-        priors = None
-        if _opt(self.inputs.wm):
-            priors = {
-                k: _load(
-                    getattr(self.inputs, k), k, dtype=np.uint8 if k == "location" else np.float32
-                )
-                for k in PRIOR_KEYS
-            }
+        priors = _load_priors(self.inputs)
         res = segment_t2_volumes(
             flair,
             mask,
@@ -353,14 +356,7 @@ class SegmentGd(SimpleInterface):
     def _run_interface(self, runtime: Any) -> Any:
         from ..steps_gd import segment_gd_volumes
 
-        priors = None
-        if _opt(self.inputs.wm):
-            priors = {
-                k: _load(
-                    getattr(self.inputs, k), k, dtype=np.uint8 if k == "location" else np.float32
-                )
-                for k in PRIOR_KEYS
-            }
+        priors = _load_priors(self.inputs)
         res = segment_gd_volumes(
             _load(self.inputs.t1ce, "ce-gadolinium_T1w"),
             _load(self.inputs.flair_preproc, "FLAIR"),
