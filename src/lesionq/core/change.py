@@ -79,6 +79,7 @@ import scipy.ndimage as ndi
 
 from ..errors import ConfigError, InputError
 from .components import check_connectivity, label_lesions, structure_for
+from .geometry import check_voxel_size, inner_distance_mm
 from .normalise import histogram_peak, robust_location_scale
 from .units import voxel_volume_mm3
 
@@ -109,13 +110,6 @@ _FWHM_PER_SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))
 
 
 # --------------------------------------------------------------------------- checks
-
-
-def _vs3(voxel_size_mm: Sequence[float], name: str = "voxel_size_mm") -> tuple[float, ...]:
-    vs = tuple(float(v) for v in voxel_size_mm)
-    if len(vs) != 3 or not all(v > 0 and math.isfinite(v) for v in vs):
-        raise InputError(f"{name} must be 3 positive finite numbers, got {voxel_size_mm!r}")
-    return vs
 
 
 def _same_shape(name: str, arr: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
@@ -213,8 +207,8 @@ def resolution_sigma_mm(
     >>> [round(s, 3) for s in resolution_sigma_mm((0.7, 0.7, 3.0), (0.7, 0.7, 4.0))]
     [0.0, 0.0, 1.124]
     """
-    a = _vs3(sharp_voxel_mm, "sharp_voxel_mm")
-    b = _vs3(coarse_voxel_mm, "coarse_voxel_mm")
+    a = check_voxel_size(sharp_voxel_mm, "sharp_voxel_mm")
+    b = check_voxel_size(coarse_voxel_mm, "coarse_voxel_mm")
     return tuple(  # type: ignore[return-value]
         math.sqrt(max(0.0, cb * cb - ca * ca)) / _FWHM_PER_SIGMA
         for ca, cb in zip(a, b, strict=True)
@@ -264,7 +258,7 @@ def difference_evidence(
     ndarray of float32
         ``(d - median) / (1.4826 MAD)`` inside ``mask``, 0 outside.
     """
-    vs = _vs3(voxel_size_mm)
+    vs = check_voxel_size(voxel_size_mm)
     m = np.asarray(mask, dtype=bool)
     d = np.asarray(later, dtype=np.float32) - np.asarray(earlier, dtype=np.float32)
     d = np.where(m, d, 0).astype(np.float32)
@@ -515,7 +509,7 @@ def classify_change(
     >>> sorted(res.status)
     ['enlarging', 'new']
     """
-    vs = _vs3(voxel_size_mm)
+    vs = check_voxel_size(voxel_size_mm)
     later = np.asarray(later_lesions, dtype=bool)
     earlier = _same_shape("earlier_lesions", np.asarray(earlier_lesions, dtype=bool), later.shape)
     if not 0.0 <= new_max_overlap_fraction < 1.0:
@@ -703,7 +697,7 @@ def detect_change(
     (ChangeDetection, ndarray of float32)
         The classified lesions and the harmonised earlier FLAIR (for QC).
     """
-    vs = _vs3(voxel_size_mm)
+    vs = check_voxel_size(voxel_size_mm)
     L = np.asarray(later, dtype=np.float32)
     shape = L.shape
     E = _same_shape("earlier", np.asarray(earlier, dtype=np.float32), shape)
@@ -738,10 +732,10 @@ def detect_change(
     Eh = _harmonised(E, L, both, ll, el, harmonise)
     Ls, Es = L, Eh
     if match_resolution:
-        evs = vs if earlier_voxel_size_mm is None else _vs3(earlier_voxel_size_mm)
+        evs = vs if earlier_voxel_size_mm is None else check_voxel_size(earlier_voxel_size_mm)
         Ls = _smooth(L, resolution_sigma_mm(vs, evs), vs)
         Es = _smooth(Eh, resolution_sigma_mm(evs, vs), vs)
-    dist_in = ndi.distance_transform_edt(both, sampling=vs)
+    dist_in = inner_distance_mm(both, vs)
     inner = dist_in > edge_margin_mm
     if not inner.any():
         raise InputError(
@@ -868,10 +862,8 @@ def _paste(res: ChangeDetection, box: tuple[slice, ...], shape: tuple[int, ...])
     """A result computed inside ``box`` expressed on the full grid."""
     from dataclasses import replace
 
-    def full(a: np.ndarray | None, dtype: type) -> np.ndarray | None:
-        if a is None:
-            return None
-        out = np.zeros(shape, dtype)
+    def full(a: np.ndarray, dtype: type) -> np.ndarray:
+        out: np.ndarray = np.zeros(shape, dtype)
         out[box] = a
         return out
 
@@ -879,7 +871,7 @@ def _paste(res: ChangeDetection, box: tuple[slice, ...], shape: tuple[int, ...])
         res,
         labels=full(res.labels, np.int32),
         earlier_labels=full(res.earlier_labels, np.int32),
-        evidence=full(res.evidence, np.float32),
+        evidence=None if res.evidence is None else full(res.evidence, np.float32),
     )
 
 

@@ -135,9 +135,12 @@ from scipy import ndimage as ndi
 
 from ..errors import GeometryError, InputError, ProcessingError
 from .components import relabel_canonical
+from .geometry import check_image as _check_image
+from .geometry import check_voxel_size as _check_voxel_size
+from .geometry import ellipsoid_footprint as _ellipsoid
+from .geometry import inner_distance_mm as _inner_distance_mm
 from .location import INFRATENTORIAL, VENTRICLES, classify_locations
 from .normalise import robust_location_scale
-from .segmentation import _check_image, _check_voxel_size, _ellipsoid, _inner_distance_mm
 from .tissue import TISSUES, estimate_tissues
 from .units import min_voxels_for_mm3, voxel_volume_mm3
 

@@ -63,6 +63,10 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from ..errors import GeometryError, InputError, ProcessingError
+from .geometry import check_image as _check_image
+from .geometry import check_voxel_size as _check_voxel_size
+from .geometry import ellipsoid_footprint as _ellipsoid
+from .geometry import inner_distance_mm as _inner_distance_mm
 from .normalise import robust_location_scale
 from .tissue import TISSUES, estimate_tissues
 from .units import min_voxels_for_mm3, voxel_volume_mm3
@@ -168,27 +172,6 @@ class SegmentationResult:
 # --------------------------------------------------------------------------- checks
 
 
-def _check_voxel_size(voxel_size_mm: Sequence[float]) -> tuple[float, float, float]:
-    try:
-        vs = tuple(float(v) for v in voxel_size_mm)
-    except (TypeError, ValueError) as exc:
-        raise InputError(f"voxel_size_mm must be 3 numbers, got {voxel_size_mm!r}") from exc
-    if len(vs) != 3 or not all(math.isfinite(v) and v > 0 for v in vs):
-        raise InputError(f"voxel_size_mm must be 3 positive finite numbers, got {voxel_size_mm!r}")
-    return vs  # type: ignore[return-value]
-
-
-def _check_image(name: str, img: Any, shape: tuple[int, ...], mask: np.ndarray) -> np.ndarray:
-    a = np.asarray(img)
-    if a.shape != shape:
-        raise GeometryError(f"{name} has shape {a.shape}, expected the FLAIR grid shape {shape}")
-    if not np.issubdtype(a.dtype, np.number) or np.iscomplexobj(a):
-        raise InputError(f"{name} must be a real numeric array, got dtype {a.dtype}")
-    if not np.all(np.isfinite(a[mask])):
-        raise InputError(f"{name} has NaN or infinite values inside the brain mask")
-    return a.astype(np.float32, copy=False)
-
-
 def _check_params(p: Mapping[str, Any]) -> None:
     positive = ("context_sigma_mm", "wm_shell_mm", "probability_scale_z", "csf_near_mm")
     non_negative = ("grow_mm", "edge_margin_mm", "background_sigma_mm", "prior_floor")
@@ -232,20 +215,6 @@ def _smooth(a: np.ndarray, sigma_mm: float, vs: Sequence[float]) -> np.ndarray:
     return ndi.gaussian_filter(
         a.astype(np.float32, copy=False), _sigma_vox(sigma_mm, vs), mode="constant"
     )
-
-
-def _ellipsoid(radius_mm: float, vs: Sequence[float]) -> np.ndarray:
-    r = [int(math.floor(radius_mm / v + 1e-9)) for v in vs]
-    grids = np.ogrid[tuple(slice(-ri, ri + 1) for ri in r)]
-    d2 = sum((g * v) ** 2 for g, v in zip(grids, vs, strict=True))
-    return np.asarray(d2 <= radius_mm**2 + 1e-9)
-
-
-def _inner_distance_mm(mask: np.ndarray, vs: Sequence[float]) -> np.ndarray:
-    """Distance (mm) from each voxel of ``mask`` to the nearest voxel outside it."""
-    padded = np.pad(mask, 1, constant_values=False)
-    d = ndi.distance_transform_edt(padded, sampling=vs)
-    return d[1:-1, 1:-1, 1:-1].astype(np.float32)
 
 
 def _local_offset(
