@@ -1,0 +1,113 @@
+"""Export tables of the results database to TSV, CSV or Parquet (``lesionq export``)."""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+from pathlib import Path
+
+import pandas as pd
+
+from ..errors import InputError
+from ..io.nifti import atomic_path, atomic_write_text
+from ..io.tables import write_tsv
+from .db import ResultsDB
+
+__all__ = ["EXPORT_TABLES", "EXPORT_FORMATS", "export_table", "table_frame", "write_frame"]
+
+LOGGER = logging.getLogger(__name__)
+
+#: Tables that can be exported.
+EXPORT_TABLES: tuple[str, ...] = ("endpoints", "visits", "lesions")
+#: Formats and the file suffixes that select them.
+EXPORT_FORMATS: dict[str, tuple[str, ...]] = {
+    "tsv": (".tsv",),
+    "csv": (".csv",),
+    "parquet": (".parquet", ".pq"),
+}
+
+
+def table_frame(db: ResultsDB, table: str) -> pd.DataFrame:
+    """The current ``endpoints``, ``visits`` or ``lesions`` table of the database."""
+    if table == "endpoints":
+        return db.endpoints_table()
+    if table == "visits":
+        return db.visits_table()
+    if table == "lesions":
+        return db.lesions_table()
+    raise InputError(f"export: table must be one of {EXPORT_TABLES}, got {table!r}")
+
+
+def _format(dest: Path, fmt: str | None) -> str:
+    if fmt is not None:
+        f = fmt.lower().lstrip(".")
+        if f not in EXPORT_FORMATS:
+            raise InputError(f"export: format must be one of {tuple(EXPORT_FORMATS)}, got {fmt!r}")
+        return f
+    suffix = dest.suffix.lower()
+    for f, suffixes in EXPORT_FORMATS.items():
+        if suffix in suffixes:
+            return f
+    raise InputError(
+        f"export: cannot tell the format of {dest} from its suffix {suffix!r}; use .tsv, .csv "
+        "or .parquet, or give fmt"
+    )
+
+
+def export_table(
+    db: ResultsDB,
+    dest: str | os.PathLike[str],
+    *,
+    table: str = "endpoints",
+    fmt: str | None = None,
+) -> Path:
+    """Write a table of the results database to a file, atomically.
+
+    Parameters
+    ----------
+    db : ResultsDB
+    dest : path-like
+        Destination file (its folder is created when missing).
+    table : {'endpoints', 'visits', 'lesions'}
+        The current rows of that table (see :meth:`ResultsDB.endpoints_table`,
+        :meth:`ResultsDB.visits_table`, :meth:`ResultsDB.lesions_table`).
+    fmt : {'tsv', 'csv', 'parquet'}, optional
+        Default: from the suffix of ``dest``. TSV writes ``n/a`` for missing
+        values (as :func:`lesionq.io.tables.write_tsv`), CSV an empty field,
+        Parquet keeps the column dtypes.
+
+    Returns
+    -------
+    Path
+        ``dest``.
+
+    Raises
+    ------
+    InputError
+        Unknown table or format.
+    """
+    df = table_frame(db, table)
+    dest = write_frame(df, dest, fmt=fmt)
+    LOGGER.info("exported %d %s rows from %s to %s", len(df), table, db.url_display, dest)
+    return dest
+
+
+def write_frame(df: pd.DataFrame, dest: str | os.PathLike[str], *, fmt: str | None = None) -> Path:
+    """Write a table as TSV, CSV or Parquet, atomically (format from ``fmt`` or the suffix).
+
+    TSV writes ``n/a`` for missing values (as :func:`lesionq.io.tables.write_tsv`),
+    CSV an empty field, Parquet keeps the column dtypes.
+    """
+    dest = Path(dest)
+    f = _format(dest, fmt)
+    if f == "tsv":
+        write_tsv(df, dest)
+    elif f == "csv":
+        buf = io.StringIO()
+        df.to_csv(buf, index=False, lineterminator="\n")
+        atomic_write_text(dest, buf.getvalue())
+    else:
+        with atomic_path(dest) as tmp:
+            df.to_parquet(tmp, index=False, engine="pyarrow")
+    return dest

@@ -1,0 +1,1 @@
+"""Alembic revision scripts (one linear chain; see :mod:`lesionq.store.migrations`)."""
