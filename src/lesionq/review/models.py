@@ -1,0 +1,154 @@
+"""Tables of the review web app (SQLAlchemy Core, their own :class:`~sqlalchemy.MetaData`).
+
+The schema is created by the migration ``0002_review`` of the results database
+(:mod:`lesionq.store.migrations`); these definitions describe it for queries and
+must stay in step with it (``tests/review/test_review_models.py`` compares them).
+They live apart from :data:`lesionq.store.models.Base` so that importing the
+review app leaves the store's metadata untouched; ``visit_results`` appears here
+only as a stub (its ``id``), for the foreign keys.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+from ..store.models import UTCDateTime
+
+__all__ = [
+    "metadata",
+    "readers",
+    "reader_sessions",
+    "lesion_decisions",
+    "adjudications",
+    "visit_reviews",
+    "study_lock",
+    "review_settings",
+    "REVIEW_TABLES",
+    "APPEND_ONLY_TABLES",
+]
+
+metadata = sa.MetaData()
+
+#: Stub of the store's ``visit_results`` (only what the foreign keys need).
+_visit_results_stub = sa.Table(
+    "visit_results", metadata, sa.Column("id", sa.Integer, primary_key=True)
+)
+
+readers = sa.Table(
+    "readers",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("username", sa.String(64), nullable=False, unique=True),
+    sa.Column("role", sa.String(16), nullable=False),
+    sa.Column("password_hash", sa.Text, nullable=False),
+    sa.Column("active", sa.Boolean, nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+    sa.CheckConstraint("role IN ('reader', 'adjudicator', 'admin')", name="ck_readers_role"),
+)
+
+reader_sessions = sa.Table(
+    "reader_sessions",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("token_sha256", sa.String(64), nullable=False, unique=True),
+    sa.Column("reader_id", sa.Integer, sa.ForeignKey("readers.id"), nullable=False),
+    sa.Column("csrf_token", sa.String(64), nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("expires_at", UTCDateTime, nullable=False),
+    sa.Column("revoked_at", UTCDateTime, nullable=True),
+    sa.Index("ix_reader_sessions_reader", "reader_id"),
+)
+
+
+def _decision_table(name: str, actor_column: str, index: sa.Index) -> sa.Table:
+    return sa.Table(
+        name,
+        metadata,
+        sa.Column("id", sa.Integer, primary_key=True),
+        sa.Column("visit_result_id", sa.Integer, sa.ForeignKey("visit_results.id"), nullable=False),
+        sa.Column("label", sa.String(16), nullable=False),
+        sa.Column("lesion_id", sa.Integer, nullable=False),
+        sa.Column(actor_column, sa.Integer, sa.ForeignKey("readers.id"), nullable=False),
+        sa.Column("decision", sa.String(16), nullable=False),
+        sa.Column("new_label", sa.String(64), nullable=True),
+        sa.Column("comment", sa.Text, nullable=True),
+        sa.Column("by_default", sa.Boolean, nullable=False),
+        sa.Column("created_at", UTCDateTime, nullable=False),
+        sa.Column(
+            "supersedes", sa.Integer, sa.ForeignKey(f"{name}.id"), nullable=True, unique=True
+        ),
+        sa.CheckConstraint(
+            "decision IN ('accept', 'reject', 'relabel')", name=f"ck_{name}_decision"
+        ),
+        sa.CheckConstraint(
+            "(decision = 'relabel') = (new_label IS NOT NULL)", name=f"ck_{name}_new_label"
+        ),
+        index,
+    )
+
+
+#: A reader's decisions; a changed decision is a new row that ``supersedes`` the old one.
+lesion_decisions = _decision_table(
+    "lesion_decisions",
+    "reader_id",
+    sa.Index("ix_lesion_decisions_result", "visit_result_id", "reader_id"),
+)
+
+#: An adjudicator's decisions on the lesions the readers disagree on.
+adjudications = _decision_table(
+    "adjudications", "adjudicator_id", sa.Index("ix_adjudications_result", "visit_result_id")
+)
+
+visit_reviews = sa.Table(
+    "visit_reviews",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("visit_result_id", sa.Integer, sa.ForeignKey("visit_results.id"), nullable=False),
+    sa.Column("reader_id", sa.Integer, sa.ForeignKey("readers.id"), nullable=False),
+    sa.Column("submitted_at", UTCDateTime, nullable=False),
+    sa.Column("t2_count", sa.Integer, nullable=True),
+    sa.Column("t2_volume_mm3", sa.Float, nullable=True),
+    sa.Column("gd_count", sa.Integer, nullable=True),
+    sa.Column("gd_volume_mm3", sa.Float, nullable=True),
+    sa.UniqueConstraint("visit_result_id", "reader_id", name="uq_visit_reviews_reader"),
+)
+
+study_lock = sa.Table(
+    "study_lock",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("at", UTCDateTime, nullable=False),
+    sa.Column("reader_id", sa.Integer, sa.ForeignKey("readers.id"), nullable=True),
+    sa.Column("locked", sa.Boolean, nullable=False),
+    sa.Column("reason", sa.Text, nullable=True),
+)
+
+review_settings = sa.Table(
+    "review_settings",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("at", UTCDateTime, nullable=False),
+    sa.Column("actor", sa.String(255), nullable=False),
+    sa.Column("readers_required", sa.Integer, nullable=False),
+    sa.CheckConstraint("readers_required IN (1, 2)", name="ck_review_settings_readers"),
+)
+
+#: The review tables created by migration ``0002_review``.
+REVIEW_TABLES: tuple[str, ...] = (
+    "readers",
+    "reader_sessions",
+    "lesion_decisions",
+    "adjudications",
+    "visit_reviews",
+    "study_lock",
+    "review_settings",
+)
+#: Review tables whose rows the database refuses to UPDATE or DELETE.
+APPEND_ONLY_TABLES: tuple[str, ...] = (
+    "lesion_decisions",
+    "visit_reviews",
+    "adjudications",
+    "study_lock",
+    "review_settings",
+)
