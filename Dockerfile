@@ -1,6 +1,9 @@
 # lesionq container: CPU only, offline at run time, non-root, `lesionq` as entry point.
 #   docker build -t lesionq .
 #   docker run --rm -v /data/bids:/data:ro -v /data/out:/out lesionq run /data /out participant
+#   docker run --rm -v /data/out:/out -p 8000:8000 lesionq review --db /out/lesionq.sqlite \
+#       --out /out --host 0.0.0.0 --port 8000
+# PostgreSQL: pass --db postgresql+psycopg://user@host/db (the psycopg wheel brings libpq).
 FROM python:3.11-slim-bookworm
 
 ARG TORCH_VERSION=2.13.0
@@ -20,7 +23,8 @@ COPY pipelines ./pipelines
 COPY atlases ./atlases
 COPY sample_data ./sample_data
 RUN pip install . \
-    && python -c "import lesionq, deepbet, SimpleITK, nipype"
+    && python -c "import lesionq, deepbet, SimpleITK, nipype, pydicom, sqlalchemy, alembic, fastapi" \
+    && (dcm2niix -v >/dev/null; test $? -eq 3)
 
 # Run-time environment: no network, pinned BLAS / ITK threads (lesionq hands its own
 # thread budget down with --n-procs), nipype's version check off.
@@ -39,5 +43,6 @@ RUN useradd --create-home --uid 1000 lesionq
 USER lesionq
 WORKDIR /home/lesionq
 
+EXPOSE 8000
 ENTRYPOINT ["lesionq"]
 CMD ["--help"]

@@ -70,3 +70,15 @@ def test_invalid_protocols(tmp_path, text):
 def test_unknown_protocol_name_lists_available():
     with pytest.raises(ConfigError, match="mesems_v1"):
         load_protocol("does_not_exist")
+
+
+def test_settings_pickle_round_trip_keeps_hash_and_immutability():
+    import pickle
+
+    s = load_protocol("mesems_testing").with_overrides({"segmentation.seed_z": 4.5})
+    t = pickle.loads(pickle.dumps(s))
+    assert t == s
+    assert t.hash() == s.hash()
+    assert t.section("segmentation")["seed_z"] == 4.5
+    with pytest.raises(TypeError):
+        t.section("segmentation")["seed_z"] = 1.0  # type: ignore[index]

@@ -422,8 +422,15 @@ def run(
     protocol: str | os.PathLike[str] | Settings | None = None,
     overrides: Mapping[str, Any] | None = None,
     n_procs: int = 1,
+    db_url: str | None = None,
+    workers: int = 1,
+    scheduler_address: str | None = None,
+    force: bool = False,
+    report: bool = True,
 ) -> pd.DataFrame:
     """Process a BIDS dataset like ``lesionq run BIDS_DIR OUT_DIR participant``.
+
+    Only new or changed visits are computed (see :func:`lesionq.batch.runner.run_dataset`).
 
     Parameters
     ----------
@@ -437,12 +444,23 @@ def run(
         Dotted-key overrides, e.g. ``{"segmentation.threshold": 0.4}``.
     n_procs : int
         Thread budget per visit.
+    db_url : str, optional
+        Results database URL (default: SQLite ``OUT/lesionq.sqlite``).
+    workers : int
+        Local dask workers (1: no cluster).
+    scheduler_address : str, optional
+        An existing dask scheduler.
+    force : bool
+        Recompute every visit.
+    report : bool
+        Render the per-subject QC reports.
 
     Returns
     -------
     pandas.DataFrame
-        The rows of ``OUT/visits.tsv`` for the visits processed by this call
-        (failed visits included, with ``status == "failed"`` and a ``reason``).
+        The ``OUT/visits.tsv`` rows of the visits this call looked at (failed
+        visits included, with ``status == "failed"`` and a ``reason``; up-to-date
+        visits with their stored results), plus an ``outcome`` column.
     """
     from .batch.runner import run_dataset
     from .io.tables import VISIT_COLUMNS
@@ -451,10 +469,20 @@ def run(
     if overrides:
         settings = settings.with_overrides(overrides)
     summary = run_dataset(
-        bids_dir, out_dir, settings=settings, participant_labels=participant_labels, n_procs=n_procs
+        bids_dir,
+        out_dir,
+        settings=settings,
+        participant_labels=participant_labels,
+        n_procs=n_procs,
+        db_url=db_url,
+        workers=workers,
+        scheduler_address=scheduler_address,
+        force=force,
+        report=report,
+        command="lesionq.api.run",
     )
     df = pd.DataFrame(list(summary.rows))
-    return df[[c for c in VISIT_COLUMNS if c in df.columns]]
+    return df[[c for c in (*VISIT_COLUMNS, "outcome") if c in df.columns]]
 
 
 def check(

@@ -101,6 +101,10 @@ class Settings:
         """Plain-dict copy of the settings, JSON-serialisable."""
         return _thaw(self.sections)
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickle as plain data (read-only mappings do not pickle): dask ships settings to workers."""
+        return (_settings_from_plain, (self.name, self.source, self.dump()))
+
     def hash(self) -> str:
         """sha256 (hex) of the canonical JSON of :meth:`dump`; identifies a settings set."""
         blob = json.dumps(self.dump(), sort_keys=True, separators=(",", ":"))
@@ -158,6 +162,11 @@ class Settings:
             if isinstance(out[key], list):
                 out[key] = tuple(out[key])
         return out
+
+
+def _settings_from_plain(name: str, source: str, sections: Mapping[str, Any]) -> Settings:
+    """Rebuild :class:`Settings` from :meth:`Settings.dump` output (used by pickle)."""
+    return Settings(name=name, source=source, sections=_freeze(sections))
 
 
 def load_protocol(name_or_path: str | os.PathLike[str] | None = None) -> Settings:

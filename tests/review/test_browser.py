@@ -79,8 +79,9 @@ def served(tmp_path: Path) -> Iterator[tuple[str, ReviewEnv]]:
 def test_read_disagree_adjudicate_in_chromium(served, tmp_path: Path) -> None:  # noqa: ANN001
     from playwright.sync_api import sync_playwright
 
-    from lesionq.io.tables import read_tsv, write_tsv
-    from lesionq.review import merge_reviewed_counts, reviewed_counts
+    from lesionq.batch.tables import export
+    from lesionq.io.tables import read_tsv
+    from lesionq.review import reviewed_counts
 
     base, env = served
     vid = env.visit_ids["sub-01"]
@@ -199,11 +200,14 @@ def test_read_disagree_adjudicate_in_chromium(served, tmp_path: Path) -> None:  
     counts = reviewed_counts(env.db).set_index("participant_id")
     assert counts.loc["sub-01", "review_status"] == "final"
     assert counts.loc["sub-01", "t2_count_reviewed"] == 2
+    # the app rewrote OUT/visits.tsv when the visit became final; `lesionq export` agrees
     dest = tmp_path / "visits_reviewed.tsv"
-    write_tsv(merge_reviewed_counts(env.db.visits_table(), reviewed_counts(env.db)), dest)
-    back = read_tsv(dest).set_index("participant_id")
-    assert int(back.loc["sub-01", "t2_count"]) == 3
-    assert int(back.loc["sub-01", "t2_count_reviewed"]) == 2
+    export(env.db, dest, table="visits")
+    for table in (env.out / "visits.tsv", dest):
+        back = read_tsv(table).set_index("participant_id")
+        assert int(back.loc["sub-01", "t2_count"]) == 3, table
+        assert int(back.loc["sub-01", "t2_count_reviewed"]) == 2, table
+        assert back.loc["sub-01", "review_status"] == "final", table
     actions = list(env.db.audit_log()["action"])
     assert actions.count("reader.login") == 3 and actions.count("reader.logout") == 3
     assert "adjudication.recorded" in actions and "review.final" in actions

@@ -1,4 +1,9 @@
-"""Run the visit workflow over a BIDS dataset, one visit at a time, isolating failures.
+"""Run a BIDS dataset: new or changed visits only, subjects spread over workers.
+
+:func:`run_dataset` records a run in the results database (:mod:`lesionq.store`),
+sends one job per subject to :func:`lesionq.batch.executor.run_jobs` and
+rewrites the top-level tables from the database. :func:`run_visit` and
+:func:`run_longitudinal` are the per-visit and per-subject steps a job calls.
 
 A visit that fails (bad input found by the check battery, or an error while
 processing) gets a ``failed`` row in ``visits.tsv`` with the reason; the other
@@ -26,11 +31,10 @@ from typing import Any
 
 from .. import __version__
 from ..config import Settings
-from ..errors import LesionQError, MissingInputError
-from ..io.bids import VisitInputs, discover
+from ..errors import ConfigError, LesionQError, MissingInputError
+from ..io.bids import VisitInputs, discover, participant_sites
 from ..io.checks import check_visit
 from ..io.derivatives import VISITS_TSV, write_dataset_description
-from ..io.tables import update_visits_table
 
 __all__ = ["RunSummary", "run_dataset", "run_visit", "run_longitudinal"]
 
@@ -47,21 +51,47 @@ class RunSummary:
     ----------
     out_dir : Path
     rows : tuple of dict
-        The ``visits.tsv`` rows of the visits processed by this run.
+        The ``visits.tsv`` row of every visit this run looked at, with its
+        ``outcome`` in this run (``ok``, ``failed``, ``skipped_up_to_date``,
+        ``skipped_locked``).
+    run_id : int
+        The run's id in the results database.
+    db_url : str
+        The results database (password masked).
+    subjects : tuple of SubjectOutcome
+        Per-subject outcomes (longitudinal step, QC report, peak memory, time).
     """
 
     out_dir: Path
     rows: tuple[dict[str, Any], ...] = field(default_factory=tuple)
+    run_id: int | None = None
+    db_url: str | None = None
+    subjects: tuple[Any, ...] = field(default_factory=tuple)
 
     @property
     def n_ok(self) -> int:
-        """Number of visits that succeeded."""
-        return sum(r["status"] == "ok" for r in self.rows)
+        """Visits whose current result succeeded (computed now or up to date)."""
+        return sum(r.get("status") == "ok" for r in self.rows)
 
     @property
     def n_failed(self) -> int:
-        """Number of visits that failed."""
-        return sum(r["status"] != "ok" for r in self.rows)
+        """Visits whose current result failed (now, or earlier on unchanged inputs)."""
+        return sum(r.get("status") not in ("ok", None) for r in self.rows)
+
+    @property
+    def n_computed(self) -> int:
+        """Visits processed by this run."""
+        return sum(r.get("outcome") in ("ok", "failed") for r in self.rows)
+
+    @property
+    def n_up_to_date(self) -> int:
+        """Visits skipped because their result was up to date."""
+        return sum(r.get("outcome") == "skipped_up_to_date" for r in self.rows)
+
+    @property
+    def n_locked(self) -> int:
+        """Visits skipped because another run held their subject."""
+        return sum(r.get("outcome") == "skipped_locked" for r in self.rows)
 
     @property
     def n_longitudinal_failed(self) -> int:
@@ -74,7 +104,10 @@ class RunSummary:
 
     @property
     def all_ok(self) -> bool:
-        """True when every visit succeeded, longitudinal step included (and there was one)."""
+        """True when no visit failed, longitudinal step included (and there was a visit).
+
+        Visits left to another run that holds their subject do not count as failed.
+        """
         return bool(self.rows) and self.n_failed == 0 and self.n_longitudinal_failed == 0
 
     def describe(self) -> str:
@@ -82,7 +115,7 @@ class RunSummary:
         lines = [
             f"FAILED {r['participant_id']} {r['session_id']}: {r['reason']}"
             for r in self.rows
-            if r["status"] != "ok"
+            if r.get("status") not in ("ok", None)
         ]
         lines += [
             f"LONGITUDINAL {r['participant_id']} {r['session_id']}: {r['longitudinal_status']}"
@@ -91,8 +124,9 @@ class RunSummary:
         ]
         lines.append(
             f"lesionq: {self.n_ok} visit(s) ok, {self.n_failed} failed, "
-            f"{self.n_longitudinal_failed} without longitudinal result; "
-            f"table: {self.out_dir / VISITS_TSV}"
+            f"{self.n_longitudinal_failed} without longitudinal result "
+            f"({self.n_computed} processed now, {self.n_up_to_date} up to date, "
+            f"{self.n_locked} left to another run); table: {self.out_dir / VISITS_TSV}"
         )
         return "\n".join(lines)
 
@@ -264,16 +298,29 @@ def run_dataset(
     *,
     settings: Settings,
     participant_labels: Sequence[str] | None = None,
-    n_procs: int = 1,
+    n_procs: int | None = None,
     work_dir: str | os.PathLike[str] | None = None,
     progress: ProgressFn | None = None,
     keep_work: bool = False,
+    db_url: str | None = None,
+    workers: int = 1,
+    scheduler_address: str | None = None,
+    resume: bool = False,
+    force: bool = False,
+    retry_failed: bool = False,
+    report: bool = True,
+    command: str | None = None,
+    on_event: Callable[[dict[str, Any]], None] | None = None,
 ) -> RunSummary:
-    """Process every visit of a BIDS dataset and update ``OUT/visits.tsv``.
+    """Process the new or changed visits of a BIDS dataset; update tables and database.
 
-    Visits run one at a time; after the last visit of a subject its longitudinal
-    step runs over the subject's successful visits (:func:`run_longitudinal`)
-    and the subject's rows are rewritten with the longitudinal columns.
+    Each subject is one job (:func:`lesionq.batch.subject.process_subject`):
+    its up-to-date visits are skipped, the others processed one at a time and
+    recorded in the results database as soon as they are published, then the
+    subject's longitudinal step and QC report run. Jobs run in this process
+    (``workers=1``) or on a dask cluster. At the end ``OUT/visits.tsv`` and
+    ``OUT/endpoints.tsv`` are rewritten from the database and the endpoints
+    stored in it.
 
     Parameters
     ----------
@@ -285,21 +332,47 @@ def run_dataset(
         Effective protocol settings (see :func:`lesionq.config.load_protocol`).
     participant_labels : sequence of str, optional
         Subjects to process (with or without ``sub-``); default all.
-    n_procs : int
-        Thread budget handed down to each visit's heavy steps.
+    n_procs : int, optional
+        Thread budget of each visit's heavy steps; default: the cores divided
+        among the local workers (1 with a remote scheduler).
     work_dir : path-like, optional
-        Scratch folder; default ``OUT/.lesionq-work``, removed at the end unless
-        ``keep_work``.
+        Scratch root; default ``OUT/.lesionq-work/run-<id>``, removed at the end
+        unless ``keep_work``.
     progress : callable, optional
         Called with one human-readable line per visit started / finished.
+    db_url : str, optional
+        SQLAlchemy URL of the results database; default a SQLite file
+        ``OUT/lesionq.sqlite``.
+    workers : int
+        Local dask workers (1: no cluster, subjects one after the other).
+    scheduler_address : str, optional
+        Use this existing dask scheduler instead of a local cluster.
+    resume : bool
+        Record this run as the continuation of the last interrupted one. Finished
+        visits are never repeated, with or without it.
+    force : bool
+        Recompute every visit, up to date or not.
+    retry_failed : bool
+        Recompute visits that failed before even when their inputs are unchanged.
+    report : bool
+        Render each subject's QC report.
+    command : str, optional
+        The command line, recorded with the run.
+    on_event : callable, optional
+        Receives the structured progress events (see :func:`process_subject`).
 
     Returns
     -------
     RunSummary
     """
     from ..steps import validate_settings
+    from ..store import ResultsDB
+    from .executor import run_jobs
+    from .subject import SubjectJob, write_visits_table
 
     validate_settings(settings)
+    if workers < 1:
+        raise ConfigError(f"workers must be >= 1, got {workers}")
     # absolute paths: nipype runs each node in its own working folder
     bids_dir = Path(bids_dir).resolve()
     out = Path(out_dir).resolve()
@@ -308,67 +381,172 @@ def run_dataset(
         raise MissingInputError(f"{bids_dir}: no visits with anatomical scans found")
     out.mkdir(parents=True, exist_ok=True)
     write_dataset_description(out, source_dir=str(bids_dir))
-    work = Path(work_dir).resolve() if work_dir is not None else out / ".lesionq-work"
-    rows: list[dict[str, Any]] = []
-    first_of_subject = 0
-    for i, visit in enumerate(visits, start=1):
-        label = f"sub-{visit.subject}" + (f" ses-{visit.session}" if visit.session else "")
-        if progress:
-            progress(f"[{i}/{len(visits)}] {label}: running")
-        row = run_visit(visit, out, settings=settings, n_procs=n_procs, work_dir=work)
-        rows.append(row)
-        # the table is rewritten after every visit: a killed run keeps what finished
-        update_visits_table(out / VISITS_TSV, [row])
-        if progress:
-            status = "ok" if row["status"] == "ok" else f"FAILED ({row['reason']})"
-            progress(f"[{i}/{len(visits)}] {label}: {status} in {row['duration_s']:.1f} s")
-        if i == len(visits) or visits[i].subject != visit.subject:
-            # the subject's last visit: its longitudinal step, then its rows again
-            sub_visits = visits[first_of_subject:i]
-            sub_rows = rows[first_of_subject:i]
-            first_of_subject = i
-            if not any(r["status"] == "ok" for r in sub_rows):
-                continue
-            if progress:
-                progress(f"sub-{visit.subject}: longitudinal step running")
-            t0 = time.perf_counter()
-            run_longitudinal(
-                sub_visits, sub_rows, out, settings=settings, n_procs=n_procs, work_dir=work
-            )
-            update_visits_table(out / VISITS_TSV, sub_rows)
-            if progress:
-                flagged = [r for r in sub_rows if _longitudinal_problem(r)]
-                status = (
-                    "ok"
-                    if not flagged
-                    else "; ".join(
-                        f"{r['session_id']}: {r['longitudinal_status']}" for r in flagged
-                    )
-                )
-                progress(
-                    f"sub-{visit.subject}: longitudinal step {status} "
-                    f"in {time.perf_counter() - t0:.1f} s"
-                )
-    if "schedule" in settings.sections:
-        _write_endpoints(out, settings, progress)
-    if not keep_work and work_dir is None:
-        shutil.rmtree(work, ignore_errors=True)
-    return RunSummary(out_dir=out, rows=tuple(rows))
+    db = ResultsDB.open(db_url, out_dir=out)
+    resumed_from = None
+    if resume:
+        resumed_from = _close_interrupted_run(db, progress)
+    run_id = db.start_run(
+        lesionq_version=__version__,
+        protocol=settings.name,
+        settings_sha256=settings.hash(),
+        settings=settings.dump(),
+        command=command or "lesionq.run_dataset (Python API)",
+        resumed_from=resumed_from,
+    )
+    work = (
+        Path(work_dir).resolve()
+        if work_dir is not None
+        else out / ".lesionq-work" / f"run-{run_id}"
+    )
+    sites = participant_sites(bids_dir)
+    by_subject: dict[str, list[VisitInputs]] = {}
+    for visit in visits:
+        by_subject.setdefault(visit.subject, []).append(visit)
+    if n_procs is None:
+        n_procs = max(1, (os.cpu_count() or 1) // workers) if scheduler_address is None else 1
+    jobs = [
+        SubjectJob(
+            subject=subject,
+            visits=tuple(sub_visits),
+            bids_dir=bids_dir,
+            out_dir=out,
+            work_dir=work,
+            settings=settings,
+            db_url=db.engine.url.render_as_string(hide_password=False),
+            run_id=run_id,
+            n_procs=n_procs,
+            force=force,
+            retry_failed=retry_failed,
+            report=report,
+            site=sites.get(f"sub-{subject}"),
+        )
+        for subject, sub_visits in by_subject.items()
+    ]
+    lines = _ProgressLines(len(visits), progress)
+    if on_event:
+        on_event(
+            {"event": "run_started", "run_id": run_id, "total": len(visits), "jobs": len(jobs)}
+        )
+    status = "failed"
+    try:
+        outcomes = run_jobs(
+            jobs,
+            workers=workers,
+            scheduler_address=scheduler_address,
+            on_event=lambda e: (lines(e), on_event(e) if on_event else None),
+            on_outcome=lines.subject_done,
+        )
+        write_visits_table(out, db)
+        if "schedule" in settings.sections:
+            _write_endpoints(out, settings, progress, db=db, run_id=run_id)
+        status = "finished"
+    except KeyboardInterrupt:
+        status = "interrupted"
+        raise
+    finally:
+        counts = _ledger_counts(db, run_id)
+        db.finish_run(run_id, status=status, **counts)
+        if not keep_work and work_dir is None:
+            shutil.rmtree(work, ignore_errors=True)
+    rows = tuple(
+        {
+            **v.row,
+            "outcome": v.outcome,
+            "participant_id": v.participant_id,
+            "session_id": v.session_id,
+        }
+        for o in outcomes
+        for v in o.visits
+    )
+    return RunSummary(
+        out_dir=out, rows=rows, run_id=run_id, db_url=db.url_display, subjects=tuple(outcomes)
+    )
 
 
-def _write_endpoints(out: Path, settings: Settings, progress: ProgressFn | None) -> None:
-    """Rewrite ``OUT/endpoints.tsv`` from the whole ``visits.tsv`` (all runs so far).
+def _ledger_counts(db: Any, run_id: int) -> dict[str, int]:
+    """ok / failed / skipped visit counts of one run, from its ledger."""
+    ledger = db.ledger(run_id)
+    if ledger.empty:
+        return {"n_ok": 0, "n_failed": 0, "n_skipped": 0}
+    visits = ledger[ledger["step"] == "visit"]["outcome"]
+    return {
+        "n_ok": int((visits == "ok").sum()),
+        "n_failed": int((visits == "failed").sum()),
+        "n_skipped": int(visits.str.startswith("skipped").sum()),
+    }
+
+
+def _close_interrupted_run(db: Any, progress: ProgressFn | None) -> int | None:
+    """Mark the last unfinished run as interrupted; return its id (or None)."""
+    last = db.last_interrupted_run()
+    if last is None:
+        if progress:
+            progress("resume: no interrupted run found; processing what is new or changed")
+        return None
+    run_id = int(last["id"])
+    if last.get("status") == "running":
+        db.finish_run(run_id, status="interrupted", **_ledger_counts(db, run_id))
+    if progress:
+        progress(f"resume: continuing run {run_id} (finished visits are kept)")
+    return run_id
+
+
+class _ProgressLines:
+    """Turns progress events into numbered human lines (``[3/20] sub-01 ses-02: ok in 31.2 s``)."""
+
+    def __init__(self, total: int, progress: ProgressFn | None) -> None:
+        self.total = total
+        self.done = 0
+        self.progress = progress
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        if self.progress is None:
+            return
+        label = " ".join(x for x in (event["participant_id"], event["session_id"]) if x)
+        kind = event["event"]
+        if kind == "visit_started":
+            self.progress(f"[{self.done + 1}/{self.total}] {label}: running")
+        elif kind == "visit_done":
+            self.done += 1
+            outcome = event["outcome"]
+            text = {
+                "ok": f"ok in {event['duration_s']:.1f} s",
+                "skipped_up_to_date": "up to date (skipped)",
+                "skipped_locked": "being processed by another run (skipped)",
+            }.get(outcome, f"FAILED ({event['reason']})")
+            self.progress(f"[{self.done}/{self.total}] {label}: {text}")
+        elif kind == "longitudinal_done":
+            status = "ok" if not event["reason"] else event["reason"]
+            self.progress(f"{label}: longitudinal step {status} in {event['duration_s']:.1f} s")
+
+    def subject_done(self, outcome: Any) -> None:
+        if self.progress is not None and outcome.report:
+            self.progress(f"sub-{outcome.subject}: QC report {outcome.report}")
+
+
+def _write_endpoints(
+    out: Path,
+    settings: Settings,
+    progress: ProgressFn | None,
+    *,
+    db: Any,
+    run_id: int,
+) -> None:
+    """Rewrite ``OUT/endpoints.tsv`` from the whole ``visits.tsv`` and store it in the database.
 
     A failure here is logged and reported, never raised: the per-visit results
     stand and the table can be rebuilt by the next run.
     """
     from ..io.endpoints import write_endpoints
     from ..io.tables import read_tsv
+    from .locks import tables_lock
 
     try:
-        path = write_endpoints(
-            out, read_tsv(out / VISITS_TSV), settings, visits_path=out / VISITS_TSV
-        )
+        with tables_lock(out):
+            path = write_endpoints(
+                out, read_tsv(out / VISITS_TSV), settings, visits_path=out / VISITS_TSV
+            )
+            db.replace_endpoints(run_id, read_tsv(path))
     except LesionQError as exc:
         LOGGER.error("endpoints table not written: %s", exc)
         if progress:

@@ -1,10 +1,17 @@
-"""Command line: ``lesionq run | check | version``.
+"""Command line: ``lesionq run | check | ingest | export``.
 
 BIDS-app style::
 
     lesionq run BIDS_DIR OUT_DIR participant [--participant-label L ...]
                 [--pipeline NAME_OR_TOML] [--n-procs N] [--set section.key=value ...]
+                [--db URL] [--workers N | --scheduler-address ADDR] [--resume]
+                [--force] [--retry-failed] [--no-report]
+    lesionq run --dicom UPLOAD_DIR OUT_DIR participant ...   (ingest first, then run)
     lesionq check BIDS_DIR [--participant-label L ...]
+    lesionq ingest UPLOAD_DIR BIDS_DIR [--subject-map TSV]
+    lesionq export --db URL DEST [--table endpoints|visits|lesions] [--format tsv|csv|parquet]
+    lesionq review --db URL --out OUT_DIR [--host H] [--port P] [--readers-required 1|2]
+    lesionq reader add|disable|enable|password|list --db URL [--username U] [--role R]
 
 This is the only module that configures logging.
 """
@@ -18,6 +25,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 __all__ = ["build_parser", "main", "entry"]
 
@@ -31,6 +39,17 @@ def _parse_override(text: str) -> tuple[str, object]:
     except json.JSONDecodeError:
         value = raw
     return key.strip(), value
+
+
+def _parse_choice(text: str) -> tuple[tuple[str, str, str], int]:
+    try:
+        key, number = text.rsplit("=", 1)
+        subject, visit, contrast = key.split("/")
+        return (subject, visit, contrast), int(number)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"--choose expects SUBJECT/VISIT/CONTRAST=SERIES_NUMBER, got {text!r}"
+        ) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -93,10 +112,97 @@ def build_parser() -> argparse.ArgumentParser:
         help="override one protocol setting (JSON value), e.g. segmentation.threshold=0.4",
     )
 
+    run.add_argument(
+        "--dicom",
+        action="store_true",
+        help="BIDS_DIR is a DICOM upload folder (<site>/<subject>/<visit>/...): it is "
+        "ingested into OUT_DIR/sourcedata/bids first (see 'lesionq ingest')",
+    )
+    run.add_argument(
+        "--db",
+        default=None,
+        metavar="URL",
+        help="results database (SQLAlchemy URL, e.g. postgresql+psycopg://user@host/db); "
+        "default: a SQLite file OUT_DIR/lesionq.sqlite",
+    )
+    run.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        metavar="N",
+        help="local dask workers, one subject each at a time (default: sized to the "
+        "machine's cores and memory; 1 = no cluster)",
+    )
+    run.add_argument(
+        "--scheduler-address",
+        default=None,
+        metavar="ADDR",
+        help="use an existing dask scheduler (e.g. tcp://10.0.0.5:8786, one started by "
+        "dask-jobqueue) instead of a local cluster",
+    )
+    run.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the last interrupted run (finished visits are never repeated)",
+    )
+    run.add_argument("--force", action="store_true", help="recompute every visit")
+    run.add_argument(
+        "--retry-failed",
+        action="store_true",
+        help="recompute visits that failed before even when their inputs did not change",
+    )
+    run.add_argument(
+        "--no-report", action="store_true", help="do not render the per-subject QC reports"
+    )
+
     chk = sub.add_parser("check", help="run the input check battery on a BIDS dataset")
     chk.add_argument("bids_dir", type=Path)
     chk.add_argument(
         "--participant-label", "--participant_label", nargs="+", default=None, metavar="L"
+    )
+
+    ing = sub.add_parser("ingest", help="convert DICOM uploads into a BIDS dataset")
+    ing.add_argument("upload_dir", type=Path, help="upload folder: <site>/<subject>/<visit>/...")
+    ing.add_argument("bids_dir", type=Path, help="BIDS dataset to create or update")
+    ing.add_argument(
+        "--subject-map",
+        type=Path,
+        default=None,
+        metavar="TSV",
+        help="TSV with columns upload_name and participant_id (pseudonyms)",
+    )
+    ing.add_argument(
+        "--choose",
+        dest="choices",
+        action="append",
+        type=_parse_choice,
+        default=[],
+        metavar="SUBJECT/VISIT/CONTRAST=SERIES",
+        help="resolve an ambiguity reported by a previous ingest, e.g. S-01/V1/flair=9 "
+        "(contrast: flair, t1, t2, t1ce; series: the DICOM series number)",
+    )
+
+    from ..review.cli import add_review_parsers
+
+    add_review_parsers(sub)
+
+    exp = sub.add_parser("export", help="write a table of the results database")
+    exp.add_argument("dest", type=Path, help="output file (.tsv, .csv or .parquet)")
+    exp.add_argument(
+        "--db", required=True, metavar="URL", help="results database URL or SQLite path"
+    )
+    exp.add_argument(
+        "--table",
+        choices=["endpoints", "visits", "lesions"],
+        default="endpoints",
+        help="which table (default: the trial endpoint table)",
+    )
+    exp.add_argument(
+        "--format",
+        dest="fmt",
+        choices=["tsv", "csv", "parquet"],
+        default=None,
+        help="default: from DEST's suffix",
     )
     return parser
 
@@ -118,27 +224,100 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    from ..batch.executor import default_workers
     from ..batch.runner import run_dataset
     from ..config import load_protocol
+    from ..io.bids import discover
 
     settings = load_protocol(args.pipeline)
     if args.overrides:
         settings = settings.with_overrides(dict(args.overrides))
-    n_procs = args.n_procs if args.n_procs is not None else (os.cpu_count() or 1)
-    if n_procs < 1:
-        print(f"lesionq: --n-procs must be >= 1, got {n_procs}", file=sys.stderr)
+    if args.n_procs is not None and args.n_procs < 1:
+        print(f"lesionq: --n-procs must be >= 1, got {args.n_procs}", file=sys.stderr)
         return 2
-    summary = run_dataset(
-        args.bids_dir,
-        args.out_dir,
+    if args.workers is not None and args.workers < 1:
+        print(f"lesionq: --workers must be >= 1, got {args.workers}", file=sys.stderr)
+        return 2
+    bids_dir = args.bids_dir
+    if args.dicom:
+        bids_dir = args.out_dir / "sourcedata" / "bids"
+        report = _ingest(args.bids_dir, bids_dir, None, [])
+        if not report.visits:
+            return 1
+    workers = args.workers
+    if workers is None:
+        subjects = {
+            v.subject for v in discover(bids_dir, participant_labels=args.participant_label)
+        }
+        workers = 1 if args.scheduler_address else default_workers(len(subjects))
+    kwargs = dict(
         settings=settings,
         participant_labels=args.participant_label,
-        n_procs=n_procs,
+        n_procs=args.n_procs,
         work_dir=args.work_dir,
-        progress=lambda msg: print(msg, flush=True),
+        db_url=_db_url(args.db) if args.db else None,
+        workers=workers,
+        scheduler_address=args.scheduler_address,
+        resume=args.resume,
+        force=args.force,
+        retry_failed=args.retry_failed,
+        report=not args.no_report,
+        command=" ".join(["lesionq", *sys.argv[1:]]) if sys.argv else "lesionq run",
     )
+    if sys.stdout.isatty():
+        from .progress import RichProgress
+
+        with RichProgress() as bar:
+            summary = run_dataset(
+                bids_dir, args.out_dir, progress=bar.line, on_event=bar.event, **kwargs
+            )
+    else:
+        summary = run_dataset(
+            bids_dir, args.out_dir, progress=lambda msg: print(msg, flush=True), **kwargs
+        )
     print(summary.describe())
     return 0 if summary.all_ok else 1
+
+
+def _ingest(
+    upload: Path,
+    bids_dir: Path,
+    subject_map: Path | None,
+    choices: Sequence[tuple[tuple[str, str, str], int]],
+) -> Any:
+    from ..batch.ingest import ingest_upload, read_subject_map
+
+    mapping = read_subject_map(subject_map) if subject_map is not None else None
+    report = ingest_upload(upload, bids_dir, subject_map=mapping, choices=dict(choices) or None)
+    print(report.to_text())
+    return report
+
+
+def _cmd_ingest(args: argparse.Namespace) -> int:
+    report = _ingest(args.upload_dir, args.bids_dir, args.subject_map, args.choices)
+    return 0 if report.ok else 1
+
+
+def _db_url(text: str) -> str:
+    """A SQLAlchemy URL, or a file path taken as a SQLite database."""
+    return text if "://" in text else f"sqlite:///{Path(text).resolve()}"
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from ..batch.tables import export
+    from ..errors import MissingInputError
+    from ..store import ResultsDB
+
+    url = _db_url(args.db)
+    if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).is_file():
+        raise MissingInputError(f"--db {args.db}: no such SQLite results database")
+    db = ResultsDB.open(url)
+    try:
+        path = export(db, args.dest, table=args.table, fmt=args.fmt)
+    finally:
+        db.close()
+    print(f"lesionq: {args.table} table written to {path}")
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -158,6 +337,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_check(args)
         if args.command == "run":
             return _cmd_run(args)
+        if args.command == "ingest":
+            return _cmd_ingest(args)
+        if args.command == "export":
+            return _cmd_export(args)
+        if args.command in ("review", "reader"):
+            from ..review.cli import run_review_command
+
+            return run_review_command(args)
     except LesionQError as exc:
         print(f"lesionq: error: {exc}", file=sys.stderr)
         return 2

@@ -51,6 +51,7 @@ __all__ = [
     "layout_problems",
     "normalise_participant_label",
     "parse_acq_time",
+    "participant_sites",
     "parse_entities",
 ]
 
@@ -187,6 +188,28 @@ class BIDSLayoutError(InputError):
         self.problems = tuple(problems)
         self.code = self.problems[0].code if self.problems else "layout-error"
         super().__init__("; ".join(f"{p.message} (fix: {p.fix})" for p in self.problems))
+
+
+def participant_sites(bids_dir: str | os.PathLike[str]) -> dict[str, str]:
+    """``participant_id`` -> ``site`` from the dataset's ``participants.tsv``.
+
+    Empty when the file or its ``site`` column is absent (sites are optional;
+    ``lesionq ingest`` writes them). Other columns are never read (a
+    ``participants.tsv`` may hold a treatment arm or demographics: lesionq keeps
+    its readers blind to them).
+    """
+    import csv
+
+    path = Path(bids_dir) / "participants.tsv"
+    if not path.is_file():
+        return {}
+    with open(path, encoding="utf-8", newline="") as fh:
+        rows = list(csv.DictReader(fh, delimiter="\t"))
+    return {
+        r["participant_id"]: r["site"]
+        for r in rows
+        if r.get("participant_id") and r.get("site") and r["site"] != "n/a"
+    }
 
 
 def normalise_participant_label(label: str) -> str:

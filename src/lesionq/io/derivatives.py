@@ -31,6 +31,7 @@ from .nifti import atomic_write_text, sha256_file
 
 __all__ = [
     "OUTPUTS",
+    "remove_stale_temporaries",
     "OutputSpec",
     "visit_prefix",
     "visit_dir",
@@ -405,6 +406,50 @@ def write_dataset_description(
     )
 
 
+#: Hidden folders of a visit swap in progress (see :func:`_stage_and_swap`).
+_STAGING_PREFIX = ".anat.staging-"
+_OLD_PREFIX = ".anat.old-"
+
+
+def remove_stale_temporaries(folder: str | os.PathLike[str]) -> list[Path]:
+    """Remove what killed writers leave behind under ``folder`` (recursively).
+
+    That is the temporary files of :func:`lesionq.io.nifti.atomic_path`
+    (``.<name>.<random>.part<ext>``) and the hidden staging / previous folders of
+    a visit swap (``.anat.staging-*``, ``.anat.old-*``). None of them is ever a
+    finished result. Call it only while no other process writes into ``folder``
+    (the batch runner holds the subject's lock).
+
+    Parameters
+    ----------
+    folder : path-like
+        A subject folder or the output root; a missing folder is fine.
+
+    Returns
+    -------
+    list of Path
+        What was removed, sorted.
+    """
+    import shutil
+
+    from .nifti import is_partial_file
+
+    root = Path(folder)
+    if not root.is_dir():
+        return []
+    removed: list[Path] = []
+    for path in sorted(root.rglob(".*")):
+        if not path.exists() and not path.is_symlink():
+            continue  # inside a folder removed just before
+        if path.is_dir() and path.name.startswith((_STAGING_PREFIX, _OLD_PREFIX)):
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+        elif path.is_file() and is_partial_file(path):
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
+
+
 def _stage_and_swap(final_dir: Path, fill: Any) -> None:
     """Fill a staging folder beside ``final_dir`` with ``fill(staging)``, then swap it in.
 
@@ -418,14 +463,14 @@ def _stage_and_swap(final_dir: Path, fill: Any) -> None:
 
     parent = final_dir.parent
     parent.mkdir(parents=True, exist_ok=True)
-    for stale in parent.glob(".anat.staging-*"):
+    for stale in parent.glob(f"{_STAGING_PREFIX}*"):
         shutil.rmtree(stale, ignore_errors=True)
-    staging = Path(tempfile.mkdtemp(prefix=".anat.staging-", dir=parent))
+    staging = Path(tempfile.mkdtemp(prefix=_STAGING_PREFIX, dir=parent))
     try:
         fill(staging)
         old = None
         if final_dir.exists():
-            old = parent / f".anat.old-{os.getpid()}"
+            old = parent / f"{_OLD_PREFIX}{os.getpid()}"
             shutil.rmtree(old, ignore_errors=True)
             os.replace(final_dir, old)
         os.replace(staging, final_dir)

@@ -29,6 +29,7 @@ import logging
 import math
 import os
 from collections.abc import Mapping
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -55,6 +56,8 @@ __all__ = [
     "compute_endpoints",
     "endpoints_column_descriptions",
     "write_endpoints",
+    "with_reviewed_counts",
+    "REVIEWED_SUFFIX",
 ]
 
 log = logging.getLogger(__name__)
@@ -101,6 +104,36 @@ def _clean(v: Any) -> Any:
     return v.item() if hasattr(v, "item") else v
 
 
+#: Suffix of a count after radiologists' review (``gd_count`` -> ``gd_count_reviewed``).
+REVIEWED_SUFFIX = "_reviewed"
+
+
+def with_reviewed_counts(schedule: Schedule, visits_df: pd.DataFrame) -> Schedule:
+    """Add the reviewed twin of each endpoint count that the visits table has.
+
+    ``visits.tsv`` gains ``<count>_reviewed`` columns once radiologists review
+    visits (:mod:`lesionq.review`); the endpoints table then carries both the
+    automatic and the reviewed cumulative counts. A reviewed count is n/a for a
+    visit whose review is not final, so a period's reviewed sum stays n/a until
+    every counted visit is final (nothing imputed, never 0 by default).
+
+    Examples
+    --------
+    >>> from lesionq.core.endpoints import parse_schedule
+    >>> s = parse_schedule({"baseline_week": 0, "weeks": [0, 4], "window_days": 7},
+    ...                    {"p": [4]}, {"counts": ["gd_count", "cua_count"]})
+    >>> with_reviewed_counts(s, pd.DataFrame(columns=["gd_count_reviewed"])).counts
+    ('gd_count', 'cua_count', 'gd_count_reviewed')
+    """
+    extra = tuple(
+        f"{c}{REVIEWED_SUFFIX}"
+        for c in schedule.counts
+        if f"{c}{REVIEWED_SUFFIX}" in visits_df.columns
+        and f"{c}{REVIEWED_SUFFIX}" not in schedule.counts
+    )
+    return replace(schedule, counts=schedule.counts + extra) if extra else schedule
+
+
 def endpoints_column_descriptions(schedule: Schedule) -> dict[str, dict[str, str]]:
     """BIDS-style description (and units) of every ``endpoints.tsv`` column."""
     d: dict[str, dict[str, str]] = {
@@ -132,7 +165,10 @@ def endpoints_column_descriptions(schedule: Schedule) -> dict[str, dict[str, str
         },
     }
     for c in schedule.counts:
-        what = _COUNT_TEXT.get(c, c)
+        base = c.removesuffix(REVIEWED_SUFFIX)
+        what = _COUNT_TEXT.get(base, base)
+        if c != base:
+            what += " after radiologists' review (final reviews only)"
         d[f"{c}_cumulative"] = {
             "Description": f"Sum over the counted visits of the period of {what} ({c} of "
             f"visits.tsv); n/a when no counted visit has it (never 0 by default)",
@@ -308,7 +344,9 @@ def write_endpoints(
     lesionq.errors.InputError
         See :func:`compute_endpoints`.
     """
-    schedule = schedule_from_protocol(settings.sections, source=settings.source)
+    schedule = with_reviewed_counts(
+        schedule_from_protocol(settings.sections, source=settings.source), visits_df
+    )
     table, assignments = compute_endpoints(visits_df, schedule)
     dest = Path(out_dir) / ENDPOINTS_TSV
     dest.parent.mkdir(parents=True, exist_ok=True)

@@ -27,6 +27,8 @@ __all__ = [
     "save_image",
     "atomic_path",
     "atomic_write_text",
+    "is_partial_file",
+    "PARTIAL_MARKER",
     "sha256_file",
 ]
 
@@ -127,6 +129,24 @@ def load_array(
     return np.asarray(data, dtype=dtype), np.asarray(img.affine, dtype=float)
 
 
+#: Marker in the names of temporary files written by :func:`atomic_path` (``.<name>.<random>.part<ext>``).
+PARTIAL_MARKER = ".part"
+
+
+def is_partial_file(path: str | os.PathLike[str]) -> bool:
+    """True for a temporary file left by :func:`atomic_path` (e.g. by a killed run).
+
+    Examples
+    --------
+    >>> is_partial_file("sub-01/.visits.k2j3.part.tsv")
+    True
+    >>> is_partial_file("sub-01/visits.tsv")
+    False
+    """
+    name = Path(path).name
+    return name.startswith(".") and PARTIAL_MARKER + "." in name + "."
+
+
 @contextmanager
 def atomic_path(dest: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path beside ``dest``; rename it onto ``dest`` on success.
@@ -139,7 +159,7 @@ def atomic_path(dest: str | os.PathLike[str]) -> Iterator[Path]:
     dest.parent.mkdir(parents=True, exist_ok=True)
     suffix = "".join(dest.suffixes) or ".tmp"
     fd, tmp = tempfile.mkstemp(
-        prefix=f".{dest.name.split('.')[0]}.", suffix=".part" + suffix, dir=dest.parent
+        prefix=f".{dest.name.split('.')[0]}.", suffix=PARTIAL_MARKER + suffix, dir=dest.parent
     )
     os.close(fd)
     tmp_path = Path(tmp)

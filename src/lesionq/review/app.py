@@ -47,6 +47,7 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
+from ..batch.tables import refresh_tables
 from ..errors import ConfigError, InputError, LesionQError
 from ..qc.slices import AXES
 from ..store import ResultsDB
@@ -535,6 +536,7 @@ def create_app(
             _int_field(form, "result_id"),
             readers_required=n_readers,
         )
+        await run_in_threadpool(refresh_tables, out_root, db)
         return redirect(f"/visits/{visit_id}", msg="submitted")
 
     @app.get("/visits/{visit_id}/slice")
@@ -620,6 +622,8 @@ def create_app(
             comment if isinstance(comment, str) else None,
             readers_required=n_readers,
         )
+        if row is not None:
+            await run_in_threadpool(refresh_tables, out_root, db)
         return redirect(
             f"/adjudicate/{visit_id}",
             msg="adjudicated" if row is not None else "unchanged",

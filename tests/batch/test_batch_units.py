@@ -1,0 +1,134 @@
+"""Fast tests of the batch system's parts: fingerprints, locks, leftovers, worker sizing."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+from lesionq.batch.executor import default_workers
+from lesionq.batch.fingerprint import fingerprint_visit
+from lesionq.batch.locks import SubjectBusy, subject_lock, tables_lock
+from lesionq.io.bids import discover
+from lesionq.io.derivatives import remove_stale_temporaries
+from lesionq.io.nifti import atomic_path, is_partial_file
+
+REPO = Path(__file__).resolve().parents[2]
+SAMPLE = REPO / "sample_data" / "bids"
+
+
+def _copy_subject(tmp_path: Path) -> Path:
+    root = tmp_path / "bids"
+    shutil.copytree(SAMPLE / "sub-phantom01", root / "sub-phantom01")
+    shutil.copy(SAMPLE / "dataset_description.json", root / "dataset_description.json")
+    return root
+
+
+def test_fingerprint_changes_with_a_scan_byte_and_with_acq_time(tmp_path):
+    root = _copy_subject(tmp_path)
+    v1 = discover(root)[0]
+    fp1 = fingerprint_visit(v1, root)
+    assert fingerprint_visit(v1, root) == fp1  # deterministic
+    assert {s.contrast for s in fp1.scans} == {"flair", "t1", "t2", "t1ce"}
+    assert all(not s.path.startswith("/") for s in fp1.scans)  # relative to the BIDS root
+    # one changed byte in one scan
+    raw = bytearray(v1.t2.read_bytes())
+    raw[-10] ^= 0xFF
+    v1.t2.write_bytes(bytes(raw))
+    fp2 = fingerprint_visit(v1, root)
+    assert fp2.inputs_sha256 != fp1.inputs_sha256
+    assert [s.sha256 for s in fp2.scans if s.contrast == "flair"] == [
+        s.sha256 for s in fp1.scans if s.contrast == "flair"
+    ]
+    # a new acquisition date moves the visit in the schedule: a different computation
+    sessions = root / "sub-phantom01" / "sub-phantom01_sessions.tsv"
+    sessions.write_text(sessions.read_text().replace("2025-09-22", "2025-09-23"))
+    v1b = discover(root)[0]
+    assert fingerprint_visit(v1b, root).inputs_sha256 != fp2.inputs_sha256
+
+
+def test_fingerprint_of_an_unreadable_scan_still_exists(tmp_path):
+    root = _copy_subject(tmp_path)
+    v1 = discover(root)[0]
+    v1.t1.unlink()
+    fp = fingerprint_visit(v1, root)
+    t1 = [s for s in fp.scans if s.contrast == "t1"][0]
+    assert t1.sha256 == "unreadable:FileNotFoundError"
+    assert t1.size_bytes == -1
+
+
+def _hold_lock(out: str, ready, release) -> None:
+    with subject_lock(out, "a"):
+        ready.set()
+        release.wait(20)
+
+
+def test_subject_lock_is_exclusive_across_processes_and_freed_when_the_holder_dies(tmp_path):
+    ctx = mp.get_context("spawn")
+    ready, release = ctx.Event(), ctx.Event()
+    proc = ctx.Process(target=_hold_lock, args=(str(tmp_path), ready, release))
+    proc.start()
+    try:
+        assert ready.wait(30)
+        with pytest.raises(SubjectBusy, match="sub-a is being processed by another"):
+            with subject_lock(tmp_path, "a"):
+                pass
+        with subject_lock(tmp_path, "b"):  # another subject is free
+            pass
+    finally:
+        proc.kill()  # SIGKILL: no clean release
+        proc.join(10)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            with subject_lock(tmp_path, "a"):
+                break
+        except SubjectBusy:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
+def test_tables_lock_serialises(tmp_path):
+    with tables_lock(tmp_path):
+        with pytest.raises(TimeoutError):
+            with tables_lock(tmp_path, timeout_s=0.2):
+                pass
+
+
+def test_remove_stale_temporaries_removes_only_leftovers(tmp_path):
+    sub = tmp_path / "sub-a" / "ses-01"
+    (sub / "anat").mkdir(parents=True)
+    finished = sub / "anat" / "sub-a_ses-01_FLAIR.nii.gz"
+    finished.write_bytes(b"x")
+    with pytest.raises(RuntimeError):
+        with atomic_path(sub / "anat" / "lesions.tsv") as tmp:
+            tmp.write_text("half")
+            raise RuntimeError("killed")
+    assert not list((sub / "anat").glob(".*"))  # atomic_path cleans up after an exception
+    # what a SIGKILL leaves: a partial file and a staging folder of a visit swap
+    partial = sub / "anat" / ".sub-a_ses-01_desc-preproc_FLAIR.abc123.part.nii.gz"
+    partial.write_bytes(b"half")
+    staging = sub / ".anat.staging-xyz"
+    (staging).mkdir()
+    (staging / "sub-a_ses-01_FLAIR.nii.gz").write_bytes(b"half")
+    old = sub / ".anat.old-123"
+    old.mkdir()
+    hidden_ok = tmp_path / "sub-a" / ".keepme"
+    hidden_ok.write_text("not ours")
+    assert is_partial_file(partial) and not is_partial_file(finished)
+    removed = remove_stale_temporaries(tmp_path / "sub-a")
+    assert set(removed) == {partial, staging, old}
+    assert finished.is_file() and hidden_ok.is_file()
+    assert remove_stale_temporaries(tmp_path / "missing") == []
+
+
+@pytest.mark.parametrize(
+    ("subjects", "cores", "mem", "expected"),
+    [(10, 2, 24.0, 2), (1, 16, 64.0, 1), (10, 16, 8.0, 2), (10, 1, 1.0, 1)],
+)
+def test_default_workers(subjects, cores, mem, expected):
+    assert default_workers(subjects, cores=cores, memory_gb=mem) == expected
