@@ -20,7 +20,7 @@ class RichProgress:
     :meth:`line` as ``progress`` to :func:`lesionq.batch.runner.run_dataset`.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, console: Any = None) -> None:
         from rich.console import Console
         from rich.progress import (
             BarColumn,
@@ -31,7 +31,7 @@ class RichProgress:
             TimeRemainingColumn,
         )
 
-        self.console = Console()
+        self.console = console if console is not None else Console()
         self._progress = Progress(
             TextColumn("[bold]{task.description}"),
             BarColumn(),
