@@ -269,6 +269,17 @@ def _draw_panel(
     return written
 
 
+def _wrap(text: str, max_chars: float) -> list[str]:
+    """Split ``text`` into lines of at most ``max_chars`` characters (at spaces when possible).
+
+    >>> _wrap("radiological convention: patient's right (R) on the viewer's left", 30)
+    ['radiological convention:', "patient's right (R) on the", "viewer's left"]
+    """
+    import textwrap
+
+    return textwrap.wrap(text, width=max(10, int(max_chars)), break_long_words=True) or [""]
+
+
 def _compose(
     panels: Sequence[_Panel],
     *,
@@ -297,9 +308,14 @@ def _compose(
     ph = pw * aspect * rows0 / cols0
     gap = 4.0
     font_px = max(11.0, min(16.0, pw / 18.0))
-    title_h = 2.2 * font_px if title else gap
-    footer_h = 2.0 * font_px
     width = int(round(ncols * pw + (ncols + 1) * gap))
+    # narrow figures wrap their title and footer (the convention must stay readable):
+    # about 0.62 font sizes per bold character, 0.45 per footer character
+    title_lines = _wrap(title, width / (0.62 * font_px)) if title else []
+    footer_text = "  |  ".join(s for s in (CONVENTIONS[convention], footer) if s)
+    footer_lines = _wrap(footer_text, width / (0.45 * font_px))
+    title_h = (1.0 + 1.2 * len(title_lines)) * font_px if title else gap
+    footer_h = (0.8 + 0.95 * len(footer_lines)) * font_px
     height = int(round(title_h + nrows * ph + (nrows - 1) * gap + footer_h))
     fig = Figure(figsize=(width / dpi, height / dpi), dpi=dpi, facecolor="black")
     FigureCanvasAgg(fig)
@@ -325,7 +341,7 @@ def _compose(
         fig.text(
             gap / width,
             1.0 - title_h / 2 / height,
-            title,
+            "\n".join(title_lines),
             color="white",
             fontsize=font_pt,
             fontweight="bold",
@@ -335,7 +351,7 @@ def _compose(
     fig.text(
         gap / width,
         footer_h / 2 / height,
-        "  |  ".join(s for s in (CONVENTIONS[convention], footer) if s),
+        "\n".join(footer_lines),
         color="#dddddd",
         fontsize=font_pt * 0.72,
         ha="left",
