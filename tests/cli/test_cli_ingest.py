@@ -37,3 +37,33 @@ def test_choose_syntax_errors_are_usage_errors():
     with pytest.raises(SystemExit) as exc:
         build_parser().parse_args(["ingest", "a", "b", "--choose", "P7-week0-flair=9"])
     assert exc.value.code == 2
+
+
+def test_run_dicom_refuses_an_ingest_folder_inside_the_outputs(tmp_path, capsys):
+    _upload(tmp_path / "up")
+    out = tmp_path / "out"
+    code = main(
+        ["run", str(tmp_path / "up"), str(out), "participant", "--dicom", str(out / "bids")]
+    )
+    assert code == 2
+    assert "must lie outside the output folder" in capsys.readouterr().err
+    assert not (out / "bids").exists()
+
+
+def test_run_dicom_stops_when_no_visit_could_be_ingested(tmp_path, capsys):
+    _upload(tmp_path / "up")  # two FLAIR series: ambiguous, so no FLAIR is written
+    code = main(
+        [
+            "run",
+            str(tmp_path / "up"),
+            str(tmp_path / "out"),
+            "participant",
+            "--dicom",
+            str(tmp_path / "bids"),
+        ]
+    )
+    assert code == 1  # the visit fails on its missing FLAIR, named in the summary
+    text = capsys.readouterr().out
+    assert "ambiguous" in text
+    assert "FAILED sub-P7 ses-week0" in text and "FLAIR" in text
+    assert "QC report" not in text  # no report for a subject without a successful visit

@@ -333,7 +333,9 @@ def _process_locked(job: SubjectJob, db: Any, send: EventFn, t0: float) -> Subje
 
     longitudinal = _longitudinal(job, db, rows, computed, send)
     write_visits_table(job.out_dir, db)
-    report = _report(job) if job.report and _report_stale(job, computed, longitudinal) else None
+    any_ok = any(r.get("status") == "ok" for r in rows)
+    stale = _report_stale(job, computed, longitudinal)
+    report = _report(job) if job.report and any_ok and stale else None
     final = {
         (r["participant_id"], r["session_id"]): r for r in db.visits_table().to_dict("records")
     }

@@ -6,7 +6,7 @@ BIDS-app style::
                 [--pipeline NAME_OR_TOML] [--n-procs N] [--set section.key=value ...]
                 [--db URL] [--workers N | --scheduler-address ADDR] [--resume]
                 [--force] [--retry-failed] [--no-report]
-    lesionq run --dicom UPLOAD_DIR OUT_DIR participant ...   (ingest first, then run)
+    lesionq run UPLOAD_DIR OUT_DIR participant --dicom INGEST_DIR ...   (ingest, then run)
     lesionq check BIDS_DIR [--participant-label L ...]
     lesionq ingest UPLOAD_DIR BIDS_DIR [--subject-map TSV]
     lesionq export --db URL DEST [--table endpoints|visits|lesions] [--format tsv|csv|parquet]
@@ -114,9 +114,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     run.add_argument(
         "--dicom",
-        action="store_true",
-        help="BIDS_DIR is a DICOM upload folder (<site>/<subject>/<visit>/...): it is "
-        "ingested into OUT_DIR/sourcedata/bids first (see 'lesionq ingest')",
+        default=None,
+        type=Path,
+        metavar="INGEST_DIR",
+        help="BIDS_DIR is a DICOM upload folder (<site>/<subject>/<visit>/...): ingest it "
+        "into the BIDS dataset INGEST_DIR first (see 'lesionq ingest'), then process that; "
+        "INGEST_DIR holds the date-shift key, so it must lie outside OUT_DIR",
     )
     run.add_argument(
         "--db",
@@ -239,8 +242,16 @@ def _cmd_run(args: argparse.Namespace) -> int:
         print(f"lesionq: --workers must be >= 1, got {args.workers}", file=sys.stderr)
         return 2
     bids_dir = args.bids_dir
-    if args.dicom:
-        bids_dir = args.out_dir / "sourcedata" / "bids"
+    if args.dicom is not None:
+        ingest_dir, out_dir = args.dicom.resolve(), args.out_dir.resolve()
+        if ingest_dir == out_dir or out_dir in ingest_dir.parents:
+            print(
+                f"lesionq: --dicom {args.dicom}: the ingested dataset holds the key to the real "
+                f"dates, so it must lie outside the output folder {args.out_dir}",
+                file=sys.stderr,
+            )
+            return 2
+        bids_dir = ingest_dir
         report = _ingest(args.bids_dir, bids_dir, None, [])
         if not report.visits:
             return 1
