@@ -71,13 +71,38 @@ def normalise_url(url: str | sa.URL) -> sa.URL:
     return u
 
 
+def _set_wal(cur: Any) -> str:
+    """Switch the file to WAL (persistent), retrying while another process holds it.
+
+    The switch needs the file to itself and SQLite does not always call the busy
+    handler for it: two processes opening a new database at once would see
+    "database is locked". Once one of them has switched, the mode is read, not set.
+    """
+    import sqlite3
+    import time
+
+    deadline = time.monotonic() + BUSY_TIMEOUT_S
+    delay = 0.01
+    while True:
+        try:
+            mode = str(cur.execute("PRAGMA journal_mode").fetchone()[0])
+            if mode.lower() == "wal":
+                return mode
+            return str(cur.execute("PRAGMA journal_mode = WAL").fetchone()[0])
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(delay)
+            delay = min(0.5, delay * 2)
+
+
 def _on_sqlite_connect(dbapi_conn: Any, _record: Any) -> None:
     dbapi_conn.isolation_level = None  # transactions are begun by _on_sqlite_begin
     cur = dbapi_conn.cursor()
     try:
         cur.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
         cur.execute("PRAGMA foreign_keys = ON")
-        mode = cur.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        mode = _set_wal(cur)
         if str(mode).lower() != "wal":
             raise ConfigError(
                 f"results database: SQLite refused WAL journal mode (got {mode!r}); is the "
