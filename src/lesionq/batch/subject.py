@@ -282,8 +282,7 @@ def _process_locked(job: SubjectJob, db: Any, send: EventFn, t0: float) -> Subje
         pid, sid = _ids(visit)
         fp = fingerprint_visit(visit, job.bids_dir)
         current = db.current_result(pid, sid)
-        if _up_to_date(job, visit, current, fp.inputs_sha256):
-            assert current is not None  # narrowed by _up_to_date
+        if current is not None and _up_to_date(job, visit, current, fp.inputs_sha256):
             db.add_ledger(
                 job.run_id,
                 participant_id=pid,

@@ -292,8 +292,8 @@ def create_app(
 
     @app.exception_handler(state.ReviewRefused)
     async def refused(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, state.ReviewRefused)
-        return error_page(request, exc.status_code, str(exc))
+        status = exc.status_code if isinstance(exc, state.ReviewRefused) else 500
+        return error_page(request, status, str(exc))
 
     @app.exception_handler(LesionQError)
     async def bad_input(request: Request, exc: Exception) -> Response:
