@@ -354,6 +354,17 @@ def test_failed_longitudinal_step_keeps_cross_sectional_outputs(batch):
         assert not output_path(out, "d", ses, "newenlarging_mask").exists()
     assert not subject_output_path(out, "d", "tracks").exists()
     assert not list(out.rglob(".anat.*"))
+    # the run ledger records the subject's failed step with the original error class
+    from lesionq.store import ResultsDB
+
+    with ResultsDB.open(None, out_dir=out) as db:
+        ledger = db.ledger()
+    step = ledger[(ledger["step"] == "longitudinal") & (ledger["participant_id"] == "sub-d")]
+    assert list(step["outcome"]) == ["failed"]
+    assert list(step["error_class"]) == ["RuntimeError"]
+    assert "forced" in step["message"].iloc[0]
+    ok = ledger[(ledger["step"] == "longitudinal") & (ledger["participant_id"] == "sub-a")]
+    assert list(ok["outcome"]) == ["ok"] and ok["error_class"].isna().all()
 
 
 def test_rerun_gives_identical_outputs(batch, tmp_path):

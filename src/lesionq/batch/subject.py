@@ -414,7 +414,9 @@ def _longitudinal(
         session_id=None,
         step="longitudinal",
         outcome=outcome,
-        error_class=_error_class(message.split(": ", 1)[1]) if subject_failed and message else None,
+        error_class=_error_class(failed[0]["longitudinal_status"].removeprefix("failed: "))
+        if subject_failed and failed
+        else None,
         message=message,
         started_at=started,
         finished_at=_now(),
