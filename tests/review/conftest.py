@@ -1,63 +1,21 @@
 """Fixtures of the review-app tests: a synthetic output folder and results database.
 
 ``env`` runs on SQLite, and on PostgreSQL when ``LESIONQ_TEST_POSTGRES_URL`` is
-set (as in tests/store: each test gets its own schema; skipped without the
-variable unless ``LESIONQ_REQUIRE_POSTGRES=1``). ``env_sqlite`` is SQLite only.
+set (``db_url`` of tests/conftest.py: each test gets its own schema; skipped
+without the variable unless ``LESIONQ_REQUIRE_POSTGRES=1``). ``env_sqlite`` is SQLite only.
 """
 
 from __future__ import annotations
 
-import os
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-import sqlalchemy as sa
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from review_helpers import ReviewEnv, build
 
 from lesionq.review import create_app
-from lesionq.store import normalise_url
-
-PG_ENV = "LESIONQ_TEST_POSTGRES_URL"
-REQUIRE_ENV = "LESIONQ_REQUIRE_POSTGRES"
-PG_SKIP_REASON = (
-    "PostgreSQL not available: set LESIONQ_TEST_POSTGRES_URL (.ci/run starts a server with "
-    ".ci/postgres.sh)"
-)
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """URL of an empty database: a SQLite file, or a fresh PostgreSQL schema."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'lesionq.sqlite'}"
-        return
-    url = os.environ.get(PG_ENV)
-    if not url:
-        if os.environ.get(REQUIRE_ENV) == "1":
-            pytest.fail(f"{REQUIRE_ENV}=1 but {PG_ENV} is not set", pytrace=False)
-        pytest.skip(PG_SKIP_REASON)
-    base = normalise_url(url)
-    schema = f"t_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(base, poolclass=sa.pool.NullPool)
-    try:
-        with admin.begin() as conn:
-            conn.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
-    except sa.exc.OperationalError as exc:
-        admin.dispose()
-        if os.environ.get(REQUIRE_ENV) == "1":
-            raise
-        pytest.skip(f"{PG_SKIP_REASON}; connecting to {base!r} failed: {exc.orig}")
-    scoped = base.update_query_dict({"options": f"-csearch_path={schema}"})
-    try:
-        yield scoped.render_as_string(hide_password=False)
-    finally:
-        with admin.begin() as conn:
-            conn.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
-        admin.dispose()
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from ..store.models import AuditEntry
+from ..store.db import audit_row as audit  # one writer of audit rows, in the caller's transaction
 
 __all__ = ["write_tx", "read_tx", "audit", "now", "inserted_id"]
 
@@ -42,34 +42,3 @@ def read_tx(engine: sa.Engine) -> Iterator[sa.Connection]:
     with engine.connect() as conn:
         with conn.begin():
             yield conn
-
-
-def audit(
-    conn: sa.Connection,
-    *,
-    actor: str,
-    action: str,
-    entity: str,
-    entity_id: Any,
-    before: Any = None,
-    after: Any = None,
-    detail: str | None = None,
-) -> None:
-    """Append one audit-log row inside the caller's transaction.
-
-    The same row :meth:`lesionq.store.ResultsDB.audit` writes, but in the
-    transaction of the change it records (the change and its audit row commit or
-    fail together). ``before`` / ``after`` must be JSON-serialisable.
-    """
-    conn.execute(
-        sa.insert(AuditEntry).values(
-            at=now(),
-            actor=str(actor),
-            action=str(action),
-            entity=str(entity),
-            entity_id=None if entity_id is None else str(entity_id),
-            before=before,
-            after=after,
-            detail=detail,
-        )
-    )

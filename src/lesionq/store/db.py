@@ -61,7 +61,7 @@ from .models import (
 )
 from .values import coerce, jsonable, scalar, session_key, utc, visit_keys
 
-__all__ = ["ResultsDB", "DEFAULT_SQLITE_NAME", "BUSY_TIMEOUT_S"]
+__all__ = ["ResultsDB", "DEFAULT_SQLITE_NAME", "BUSY_TIMEOUT_S", "audit_row"]
 
 LOGGER = logging.getLogger(__name__)
 
@@ -165,6 +165,37 @@ def _records(rows: Sequence[Mapping[str, Any]] | pd.DataFrame | None) -> list[Ma
     if isinstance(rows, pd.DataFrame):
         return rows.to_dict("records")
     return list(rows)
+
+
+def audit_row(
+    conn: sa.Connection,
+    *,
+    actor: str,
+    action: str,
+    entity: str,
+    entity_id: Any,
+    before: Any = None,
+    after: Any = None,
+    detail: str | None = None,
+) -> None:
+    """Append one row to ``audit_log`` inside the caller's transaction.
+
+    The change and its audit row then commit or fail together (the review app
+    writes its decisions this way). ``before`` / ``after`` are made
+    JSON-serialisable (numpy scalars, NA, datetimes).
+    """
+    conn.execute(
+        sa.insert(AuditEntry).values(
+            at=datetime.now(UTC),
+            actor=str(actor),
+            action=str(action),
+            entity=str(entity),
+            entity_id=None if entity_id is None else str(entity_id),
+            before=jsonable(before) if before is not None else None,
+            after=jsonable(after) if after is not None else None,
+            detail=detail,
+        )
+    )
 
 
 class ResultsDB:
@@ -281,30 +312,7 @@ class ResultsDB:
         else:
             conn.execute(sqlite.insert(table).values(**values).on_conflict_do_nothing())
 
-    @staticmethod
-    def _audit(
-        conn: sa.Connection,
-        *,
-        actor: str,
-        action: str,
-        entity: str,
-        entity_id: Any,
-        before: Any = None,
-        after: Any = None,
-        detail: str | None = None,
-    ) -> None:
-        conn.execute(
-            sa.insert(AuditEntry).values(
-                at=datetime.now(UTC),
-                actor=str(actor),
-                action=str(action),
-                entity=str(entity),
-                entity_id=None if entity_id is None else str(entity_id),
-                before=jsonable(before) if before is not None else None,
-                after=jsonable(after) if after is not None else None,
-                detail=detail,
-            )
-        )
+    _audit = staticmethod(audit_row)
 
     # ------------------------------------------------------------------ runs
 
