@@ -499,30 +499,34 @@ def create_app(
             readers_required=n_readers,
         )
 
-    @app.post("/visits/{visit_id}/decision")
-    async def post_decision(request: Request, visit_id: int) -> Response:
+    async def decide_from_form(
+        request: Request, visit_id: int, record: Callable[..., state.DecisionRow | None]
+    ) -> tuple[LesionKey, state.DecisionRow | None]:
+        """Parse a lesion decision form and record it with ``record`` (decision or adjudication)."""
         form = await request.form()
-        me = session_of(request).reader
         key = _parse_lesion(str(form.get("lesion", "")))
-        decision = parse_choice(key.label, str(form.get("choice", "")))
         comment = form.get("comment")
         row = await run_in_threadpool(
-            state.record_decision,
+            record,
             engine,
-            me,
+            session_of(request).reader,
             visit_id,
             _int_field(form, "result_id"),
             key,
-            decision,
+            parse_choice(key.label, str(form.get("choice", ""))),
             comment if isinstance(comment, str) else None,
             readers_required=n_readers,
         )
-        resp = redirect(
+        return key, row
+
+    @app.post("/visits/{visit_id}/decision")
+    async def post_decision(request: Request, visit_id: int) -> Response:
+        key, row = await decide_from_form(request, visit_id, state.record_decision)
+        return redirect(
             f"/visits/{visit_id}",
             msg="saved" if row is not None else "unchanged",
             lesion=f"{key.label}:{key.lesion_id}",
         )
-        return resp
 
     @app.post("/visits/{visit_id}/submit")
     async def post_submit(request: Request, visit_id: int) -> Response:
@@ -606,22 +610,7 @@ def create_app(
 
     @app.post("/adjudicate/{visit_id}")
     async def post_adjudicate(request: Request, visit_id: int) -> Response:
-        form = await request.form()
-        me = session_of(request).reader
-        key = _parse_lesion(str(form.get("lesion", "")))
-        decision = parse_choice(key.label, str(form.get("choice", "")))
-        comment = form.get("comment")
-        row = await run_in_threadpool(
-            state.adjudicate,
-            engine,
-            me,
-            visit_id,
-            _int_field(form, "result_id"),
-            key,
-            decision,
-            comment if isinstance(comment, str) else None,
-            readers_required=n_readers,
-        )
+        key, row = await decide_from_form(request, visit_id, state.adjudicate)
         if row is not None:
             await run_in_threadpool(refresh_tables, out_root, db)
         return redirect(

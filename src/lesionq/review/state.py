@@ -475,6 +475,57 @@ def _final_audit(
     )
 
 
+def _clean_comment(comment: str | None) -> str | None:
+    """A reader's free-text comment: stripped, at most 2000 characters, None when empty."""
+    return (comment or "").strip()[:2000] or None
+
+
+def _check_lesion(state: ReviewState, key: LesionKey) -> None:
+    if key not in state.visit.volumes:
+        raise ReviewRefused(404, f"{state.visit.title} has no {key.label} lesion {key.lesion_id}")
+
+
+def _insert_decision(
+    conn: sa.Connection,
+    table: sa.Table,
+    actor_column: str,
+    state: ReviewState,
+    reader: Reader,
+    key: LesionKey,
+    decision: Decision,
+    comment: str | None,
+    old: DecisionRow | None,
+) -> DecisionRow:
+    """Insert one reader decision or adjudication (superseding ``old``) and return it."""
+    t = now()
+    new_id = inserted_id(
+        conn.execute(
+            sa.insert(table).values(
+                visit_result_id=state.visit.result_id,
+                label=key.label,
+                lesion_id=key.lesion_id,
+                decision=decision.decision,
+                new_label=decision.new_label,
+                comment=comment,
+                by_default=False,
+                created_at=t,
+                supersedes=None if old is None else old.id,
+                **{actor_column: reader.id},
+            )
+        )
+    )
+    return DecisionRow(
+        id=int(new_id),
+        key=key,
+        actor_id=reader.id,
+        username=reader.username,
+        decision=decision,
+        comment=comment,
+        by_default=False,
+        created_at=t,
+    )
+
+
 def record_decision(
     engine: sa.Engine,
     reader: Reader,
@@ -498,14 +549,11 @@ def record_decision(
     if not reader.can_read:
         raise ReviewRefused(403, f"role {reader.role!r} does not read visits")
     decision = check_decision(key.label, decision.decision, decision.new_label)
-    comment = (comment or "").strip()[:2000] or None
+    comment = _clean_comment(comment)
     with write_tx(engine) as conn:
         _lock_result_row(conn, result_id)
         state = _writable_state(conn, visit_id, result_id, readers_required)
-        if key not in state.visit.volumes:
-            raise ReviewRefused(
-                404, f"{state.visit.title} has no {key.label} lesion {key.lesion_id}"
-            )
+        _check_lesion(state, key)
         if state.submitted_by(reader.id) is not None:
             raise ReviewRefused(409, f"you submitted {state.visit.title} already")
         if len(state.submissions) >= readers_required:
@@ -513,39 +561,15 @@ def record_decision(
         old = state.decisions.get(reader.id, {}).get(key)
         if old is not None and old.decision == decision and old.comment == comment:
             return None
-        t = now()
-        new_id = inserted_id(
-            conn.execute(
-                sa.insert(lesion_decisions).values(
-                    visit_result_id=state.visit.result_id,
-                    label=key.label,
-                    lesion_id=key.lesion_id,
-                    reader_id=reader.id,
-                    decision=decision.decision,
-                    new_label=decision.new_label,
-                    comment=comment,
-                    by_default=False,
-                    created_at=t,
-                    supersedes=None if old is None else old.id,
-                )
-            )
-        )
-        row = DecisionRow(
-            id=int(new_id),
-            key=key,
-            actor_id=reader.id,
-            username=reader.username,
-            decision=decision,
-            comment=comment,
-            by_default=False,
-            created_at=t,
+        row = _insert_decision(
+            conn, lesion_decisions, "reader_id", state, reader, key, decision, comment, old
         )
         audit(
             conn,
             actor=reader.username,
             action="lesion_decision.recorded",
             entity="lesion_decisions",
-            entity_id=new_id,
+            entity_id=row.id,
             before=None if old is None else old.as_dict(),
             after=row.as_dict(),
             detail=f"{state.visit.title} result {state.visit.result_id}: {key.label} lesion "
@@ -647,16 +671,13 @@ def adjudicate(
     if not reader.can_adjudicate:
         raise ReviewRefused(403, "only adjudicators adjudicate")
     decision = check_decision(key.label, decision.decision, decision.new_label)
-    comment = (comment or "").strip()[:2000] or None
+    comment = _clean_comment(comment)
     with write_tx(engine) as conn:
         _lock_result_row(conn, result_id)
         state = _writable_state(conn, visit_id, result_id, readers_required)
         if any(s.reader_id == reader.id for s in state.submissions):
             raise ReviewRefused(403, f"you read {state.visit.title}: another adjudicator decides")
-        if key not in state.visit.volumes:
-            raise ReviewRefused(
-                404, f"{state.visit.title} has no {key.label} lesion {key.lesion_id}"
-            )
+        _check_lesion(state, key)
         if state.outcome.n_submitted < readers_required:
             raise ReviewRefused(409, f"{state.visit.title}: the readers have not all submitted")
         if key not in state.outcome.disagreements:
@@ -664,32 +685,8 @@ def adjudicate(
         old = state.adjudications.get(key)
         if old is not None and old.decision == decision and old.comment == comment:
             return None
-        t = now()
-        new_id = inserted_id(
-            conn.execute(
-                sa.insert(adjudications).values(
-                    visit_result_id=state.visit.result_id,
-                    label=key.label,
-                    lesion_id=key.lesion_id,
-                    adjudicator_id=reader.id,
-                    decision=decision.decision,
-                    new_label=decision.new_label,
-                    comment=comment,
-                    by_default=False,
-                    created_at=t,
-                    supersedes=None if old is None else old.id,
-                )
-            )
-        )
-        row = DecisionRow(
-            id=int(new_id),
-            key=key,
-            actor_id=reader.id,
-            username=reader.username,
-            decision=decision,
-            comment=comment,
-            by_default=False,
-            created_at=t,
+        row = _insert_decision(
+            conn, adjudications, "adjudicator_id", state, reader, key, decision, comment, old
         )
         readers_said = {
             s.username: state.decisions.get(s.reader_id, {}).get(key) for s in state.submissions
@@ -699,7 +696,7 @@ def adjudicate(
             actor=reader.username,
             action="adjudication.recorded",
             entity="adjudications",
-            entity_id=new_id,
+            entity_id=row.id,
             before={
                 "adjudication": None if old is None else old.as_dict(),
                 "readers": {
@@ -719,7 +716,7 @@ def set_lock(engine: sa.Engine, admin: Reader, locked: bool, reason: str | None)
     """Lock (no more decisions, submissions, adjudications) or unlock the study."""
     if not admin.is_admin:
         raise ReviewRefused(403, "only administrators lock the study")
-    reason = (reason or "").strip()[:2000] or None
+    reason = _clean_comment(reason)
     with write_tx(engine) as conn:
         before = lock_state(conn)
         conn.execute(
