@@ -1,5 +1,11 @@
 """Shared pytest fixtures.
 
+``chromium`` (browser tests of tests/qc, tests/review and the end-to-end test):
+opens Debian's headless ``/usr/bin/chromium`` through Playwright (no ``playwright
+install``); skips when the browser or the ``playwright`` package is missing, unless
+``LESIONQ_REQUIRE_BROWSER=1``, where it fails. ``keep_artifacts`` copies screenshots
+to ``$LESIONQ_TEST_ARTIFACTS`` (``1``: the repository's ``test-artifacts/``).
+
 ``db_url`` (results-database tests of tests/store and tests/review): an empty
 database on SQLite, and on PostgreSQL when ``LESIONQ_TEST_POSTGRES_URL`` is set
 (``eval "$(.ci/postgres.sh)"`` starts a throwaway server and prints it); each
@@ -10,9 +16,11 @@ afterwards. Without the variable those cases skip, unless
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -41,6 +49,64 @@ def shared_data() -> Path:
 def repo_root() -> Path:
     """Repository root."""
     return REPO
+
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+def _require_browser(reason: str) -> None:
+    if os.environ.get("LESIONQ_REQUIRE_BROWSER") == "1":
+        pytest.fail(f"LESIONQ_REQUIRE_BROWSER=1 but {reason}", pytrace=False)
+    pytest.skip(f"{reason}; browser test skipped")
+
+
+@pytest.fixture(scope="session")
+def chromium() -> Callable[[], contextlib.AbstractContextManager]:
+    """``with chromium() as browser:`` a headless Debian Chromium (Playwright ``Browser``)."""
+    if not CHROMIUM.is_file():
+        _require_browser(f"{CHROMIUM} not found (Debian package 'chromium')")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        _require_browser("the playwright Python package is not installed")
+
+    @contextlib.contextmanager
+    def open_browser() -> Iterator:
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(
+                executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
+            )
+            try:
+                yield browser
+            finally:
+                browser.close()
+
+    return open_browser
+
+
+@pytest.fixture(scope="session")
+def keep_artifacts() -> Callable[..., None]:
+    """``keep_artifacts(*files, folder="")``: copy files to the test-artifacts folder, if set."""
+
+    def keep(*files: Path, folder: str = "") -> None:
+        value = os.environ.get("LESIONQ_TEST_ARTIFACTS")
+        if not value:
+            return
+        dest = (REPO / "test-artifacts" if value == "1" else Path(value)) / folder
+        dest.mkdir(parents=True, exist_ok=True)
+        for f in files:
+            shutil.copy2(f, dest / Path(f).name)
+
+    return keep
 
 
 PG_ENV = "LESIONQ_TEST_POSTGRES_URL"

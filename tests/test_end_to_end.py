@@ -184,58 +184,32 @@ def test_gd_lesions_and_cua_published(sample_run):
     assert 0 < follow["cua_count"] < follow["gd_count"] + new_enl
 
 
-def test_qc_report_of_the_sample_subject_opens_clean_in_chromium(sample_run, tmp_path):
+def test_qc_report_of_the_sample_subject_opens_clean_in_chromium(
+    sample_run, chromium, keep_artifacts, tmp_path
+):
     """The report `lesionq run` wrote for sub-phantom02 loads from disk with a clean console."""
-    import os
-    import shutil
-
-    chromium = Path("/usr/bin/chromium")
-    if not chromium.is_file():
-        if os.environ.get("LESIONQ_REQUIRE_BROWSER") == "1":
-            pytest.fail(f"LESIONQ_REQUIRE_BROWSER=1 but {chromium} is missing")
-        pytest.skip(f"{chromium} not found (apt-get install chromium)")
-    from playwright.sync_api import sync_playwright
-
     _, out = sample_run
     report = out / "sub-phantom02.html"
     assert report.is_file()
     messages, failed = [], []
-    with sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=str(chromium),
-            args=[
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--no-first-run",
-            ],
+    with chromium() as browser:
+        page = browser.new_page(viewport={"width": 1280, "height": 1000})
+        page.on("console", lambda m: messages.append(f"{m.type}: {m.text}"))
+        page.on("pageerror", lambda e: messages.append(f"pageerror: {e}"))
+        page.on("requestfailed", lambda r: failed.append(f"{r.url} {r.failure}"))
+        page.goto(report.resolve().as_uri(), wait_until="load")
+        broken = page.eval_on_selector_all(
+            "img", "els => els.filter(e => !e.complete || e.naturalWidth === 0).map(e => e.src)"
         )
-        try:
-            page = browser.new_page(viewport={"width": 1280, "height": 1000})
-            page.on("console", lambda m: messages.append(f"{m.type}: {m.text}"))
-            page.on("pageerror", lambda e: messages.append(f"pageerror: {e}"))
-            page.on("requestfailed", lambda r: failed.append(f"{r.url} {r.failure}"))
-            page.goto(report.resolve().as_uri(), wait_until="load")
-            broken = page.eval_on_selector_all(
-                "img", "els => els.filter(e => !e.complete || e.naturalWidth === 0).map(e => e.src)"
-            )
-            n_images = page.locator("img").count()
-            rows = page.eval_on_selector_all(
-                "section.visit tr.lesion",
-                "els => els.map(e => [e.closest('section').dataset.session,"
-                " e.dataset.label, e.dataset.lesionId])",
-            )
-            shot = tmp_path / "sub-phantom02_report.png"
-            page.screenshot(path=str(shot), full_page=True)
-        finally:
-            browser.close()
-    if os.environ.get("LESIONQ_TEST_ARTIFACTS"):
-        dest = Path(os.environ["LESIONQ_TEST_ARTIFACTS"])
-        dest.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(shot, dest / shot.name)
+        n_images = page.locator("img").count()
+        rows = page.eval_on_selector_all(
+            "section.visit tr.lesion",
+            "els => els.map(e => [e.closest('section').dataset.session,"
+            " e.dataset.label, e.dataset.lesionId])",
+        )
+        shot = tmp_path / "sub-phantom02_report.png"
+        page.screenshot(path=str(shot), full_page=True)
+    keep_artifacts(shot)
     assert messages == [] and failed == [] and broken == []
     assert n_images >= 6  # T2 and Gd+ mosaics, change, registration, flicker frames
     for ses in ("01", "02", "03"):

@@ -10,8 +10,6 @@ Skipped when ``/usr/bin/chromium`` is missing, unless ``LESIONQ_REQUIRE_BROWSER=
 
 from __future__ import annotations
 
-import os
-import shutil
 import socket
 import threading
 import time
@@ -21,25 +19,6 @@ from pathlib import Path
 import pytest
 from review_helpers import PASSWORDS, ReviewEnv, build
 
-CHROMIUM = Path("/usr/bin/chromium")
-ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
-
-
-def _need_browser() -> None:
-    if CHROMIUM.is_file():
-        return
-    if os.environ.get("LESIONQ_REQUIRE_BROWSER") == "1":
-        pytest.fail(f"LESIONQ_REQUIRE_BROWSER=1 but {CHROMIUM} is missing", pytrace=False)
-    pytest.skip(f"{CHROMIUM} not found (Debian package 'chromium'); browser tests skipped")
-
 
 def _free_port() -> int:
     with socket.socket() as s:
@@ -48,9 +27,11 @@ def _free_port() -> int:
 
 
 @pytest.fixture
-def served(tmp_path: Path) -> Iterator[tuple[str, ReviewEnv]]:
-    """The review app on a synthetic study, served by uvicorn on 127.0.0.1:<free port>."""
-    _need_browser()
+def served(tmp_path: Path, chromium) -> Iterator[tuple[str, ReviewEnv]]:  # noqa: ANN001
+    """The review app on a synthetic study, served by uvicorn on 127.0.0.1:<free port>.
+
+    Depends on ``chromium`` so that a missing browser skips before the server starts.
+    """
     import uvicorn
 
     from lesionq.review import create_app
@@ -76,8 +57,12 @@ def served(tmp_path: Path) -> Iterator[tuple[str, ReviewEnv]]:
         env.db.close()
 
 
-def test_read_disagree_adjudicate_in_chromium(served, tmp_path: Path) -> None:  # noqa: ANN001
-    from playwright.sync_api import sync_playwright
+def test_read_disagree_adjudicate_in_chromium(
+    served,
+    chromium,
+    keep_artifacts,
+    tmp_path: Path,  # noqa: ANN001
+) -> None:
 
     from lesionq.batch.tables import export
     from lesionq.io.tables import read_tsv
@@ -122,79 +107,75 @@ def test_read_disagree_adjudicate_in_chromium(served, tmp_path: Path) -> None:  
         page.click("#logout")
         page.wait_for_url(f"{base}/login")
 
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=ARGS)
-        try:
-            # ---------------------------------------------------------- reader1
-            ctx = browser.new_context(viewport={"width": 1280, "height": 1000})
-            page = ctx.new_page()
-            watch(page, "reader1")
-            log_in(page, "reader1")
-            shot(page, "01_worklist")
-            page.click(f'#visit-{vid} a[href="/visits/{vid}"]')
-            page.wait_for_url(f"{base}/visits/{vid}")
-            assert page.text_content("#provisional-t2-count") == "3"
-            # scroll the slice viewer: the picture follows the slider
-            page.locator("#slice-index").fill("4")
-            page.wait_for_function(
-                "() => { const i = document.getElementById('slice-img');"
-                " return i.src.endsWith('index=4') && i.complete && i.naturalWidth > 0; }"
-            )
-            assert page.text_content("#slice-label") == "5 / 6"
-            shot(page, "02_visit_reader1")
-            decide(page, "T2-3", "reject")
-            assert page.text_content("#provisional-t2-count") == "2"
-            assert page.text_content("#auto-t2-count") == "3"
-            assert "reject" in page.text_content("#lesion-T2-3 .decision")
-            shot(page, "03_rejected")
-            with page.expect_navigation():
-                page.click("#submit-review")
-            assert page.is_visible("#submitted-note")
-            log_out(page)
-            # the session is over: the visit page sends back to the login page
-            page.goto(f"{base}/visits/{vid}")
-            assert page.url == f"{base}/login"
-            ctx.close()
+    with chromium() as browser:
+        # ---------------------------------------------------------- reader1
+        ctx = browser.new_context(viewport={"width": 1280, "height": 1000})
+        page = ctx.new_page()
+        watch(page, "reader1")
+        log_in(page, "reader1")
+        shot(page, "01_worklist")
+        page.click(f'#visit-{vid} a[href="/visits/{vid}"]')
+        page.wait_for_url(f"{base}/visits/{vid}")
+        assert page.text_content("#provisional-t2-count") == "3"
+        # scroll the slice viewer: the picture follows the slider
+        page.locator("#slice-index").fill("4")
+        page.wait_for_function(
+            "() => { const i = document.getElementById('slice-img');"
+            " return i.src.endsWith('index=4') && i.complete && i.naturalWidth > 0; }"
+        )
+        assert page.text_content("#slice-label") == "5 / 6"
+        shot(page, "02_visit_reader1")
+        decide(page, "T2-3", "reject")
+        assert page.text_content("#provisional-t2-count") == "2"
+        assert page.text_content("#auto-t2-count") == "3"
+        assert "reject" in page.text_content("#lesion-T2-3 .decision")
+        shot(page, "03_rejected")
+        with page.expect_navigation():
+            page.click("#submit-review")
+        assert page.is_visible("#submitted-note")
+        log_out(page)
+        # the session is over: the visit page sends back to the login page
+        page.goto(f"{base}/visits/{vid}")
+        assert page.url == f"{base}/login"
+        ctx.close()
 
-            # ---------------------------------------------------------- reader2 disagrees
-            ctx = browser.new_context(viewport={"width": 1280, "height": 1000})
-            page = ctx.new_page()
-            watch(page, "reader2")
-            log_in(page, "reader2")
-            page.goto(f"{base}/visits/{vid}")
-            # reader2 does not see reader1's decision
-            assert "accept (default)" in page.text_content("#lesion-T2-3 .decision")
-            assert page.text_content("#provisional-t2-count") == "3"
-            with page.expect_navigation():
-                page.click("#submit-review")
-            shot(page, "04_reader2_submitted")
-            log_out(page)
-            ctx.close()
+        # ---------------------------------------------------------- reader2 disagrees
+        ctx = browser.new_context(viewport={"width": 1280, "height": 1000})
+        page = ctx.new_page()
+        watch(page, "reader2")
+        log_in(page, "reader2")
+        page.goto(f"{base}/visits/{vid}")
+        # reader2 does not see reader1's decision
+        assert "accept (default)" in page.text_content("#lesion-T2-3 .decision")
+        assert page.text_content("#provisional-t2-count") == "3"
+        with page.expect_navigation():
+            page.click("#submit-review")
+        shot(page, "04_reader2_submitted")
+        log_out(page)
+        ctx.close()
 
-            # ---------------------------------------------------------- adjudicator
-            ctx = browser.new_context(viewport={"width": 1280, "height": 1000})
-            page = ctx.new_page()
-            watch(page, "adj")
-            log_in(page, "adj")
-            page.select_option("select[name=status]", "awaiting_adjudication")
-            with page.expect_navigation():
-                page.click("#filters button")
-            assert page.locator("#worklist tbody tr").count() == 1
-            page.click(f'a[href="/adjudicate/{vid}"]')
-            page.wait_for_url(f"{base}/adjudicate/{vid}")
-            assert page.locator("#adjudication tr.disagree").count() == 1
-            shot(page, "05_adjudication")
-            decide(page, "T2-3", "reject", button="Decide")
-            assert page.text_content("#lesion-T2-3 .adjudicated") == "reject"
-            assert page.text_content("#reviewed-t2-count") == "2"
-            assert page.text_content("#review-status") == "final"
-            page.goto(f"{base}/?status=final")
-            assert page.text_content(f"#visit-{vid} .t2-reviewed") == "2"
-            shot(page, "06_final_worklist")
-            log_out(page)
-            ctx.close()
-        finally:
-            browser.close()
+        # ---------------------------------------------------------- adjudicator
+        ctx = browser.new_context(viewport={"width": 1280, "height": 1000})
+        page = ctx.new_page()
+        watch(page, "adj")
+        log_in(page, "adj")
+        page.select_option("select[name=status]", "awaiting_adjudication")
+        with page.expect_navigation():
+            page.click("#filters button")
+        assert page.locator("#worklist tbody tr").count() == 1
+        page.click(f'a[href="/adjudicate/{vid}"]')
+        page.wait_for_url(f"{base}/adjudicate/{vid}")
+        assert page.locator("#adjudication tr.disagree").count() == 1
+        shot(page, "05_adjudication")
+        decide(page, "T2-3", "reject", button="Decide")
+        assert page.text_content("#lesion-T2-3 .adjudicated") == "reject"
+        assert page.text_content("#reviewed-t2-count") == "2"
+        assert page.text_content("#review-status") == "final"
+        page.goto(f"{base}/?status=final")
+        assert page.text_content(f"#visit-{vid} .t2-reviewed") == "2"
+        shot(page, "06_final_worklist")
+        log_out(page)
+        ctx.close()
 
     # the adjudicated count flows into the reviewed table and the merged visits export
     counts = reviewed_counts(env.db).set_index("participant_id")
@@ -212,12 +193,7 @@ def test_read_disagree_adjudicate_in_chromium(served, tmp_path: Path) -> None:  
     assert actions.count("reader.login") == 3 and actions.count("reader.logout") == 3
     assert "adjudication.recorded" in actions and "review.final" in actions
 
-    artefacts = os.environ.get("LESIONQ_TEST_ARTIFACTS")
-    if artefacts:
-        dest_dir = Path(artefacts) / "review_browser"
-        dest_dir.mkdir(parents=True, exist_ok=True)
-        for png in shots.glob("*.png"):
-            shutil.copy2(png, dest_dir / png.name)
+    keep_artifacts(*sorted(shots.glob("*.png")), folder="review_browser")
     assert sorted(p.name for p in shots.glob("*.png")) == [
         "01_worklist.png",
         "02_visit_reader1.png",
