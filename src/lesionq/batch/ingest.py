@@ -68,7 +68,7 @@ import nibabel as nib
 
 from .. import __version__
 from ..errors import CorruptFileError, InputError, MissingInputError, ProcessingError
-from ..io.bids import CONTRASTS, layout_problems, normalise_participant_label
+from ..io.bids import CONTRASTS, layout_problems, natural_key, normalise_participant_label
 from ..io.checks import Finding, Level, format_findings, has_errors
 from ..io.deid import (
     anonymous_nifti,
@@ -80,6 +80,7 @@ from ..io.deid import (
 )
 from ..io.dicom import (
     CLASS_TO_CONTRAST,
+    Classification,
     DicomHeader,
     DicomSeries,
     WrittenFile,
@@ -520,13 +521,22 @@ def _scan_files(job: _VisitJob, upload: Path) -> tuple[list[DicomHeader], list[F
     return headers, findings
 
 
-def _ingest_dicom_visit(
-    job: _VisitJob,
-    upload: Path,
-    bids: Path,
-    choices: Mapping[ChoiceKey, int],
-    timeout_s: float,
-) -> tuple[VisitIngest, datetime | None, frozenset[str]]:
+@dataclass
+class _DicomVisit:
+    """One DICOM visit being ingested: its series, their classes and records, the findings."""
+
+    job: _VisitJob
+    upload: Path
+    vid: str
+    ids: frozenset[str]
+    series: list[DicomSeries]
+    classes: dict[str, Classification]
+    records: dict[str, dict[str, Any]]
+    findings: list[Finding]
+
+
+def _triage(job: _VisitJob, upload: Path) -> _DicomVisit:
+    """Read the headers of a visit folder, group them into series and classify each."""
     vid = f"sub-{job.subject}_ses-{job.session}"
     headers, findings = _scan_files(job, upload)
     series = group_series(headers)
@@ -561,9 +571,17 @@ def _ingest_dicom_visit(
                     "",
                 )
             )
+    return _DicomVisit(job, upload, vid, ids, series, classes, records, findings)
+
+
+def _usable_series(v: _DicomVisit) -> list[DicomSeries]:
+    """The series that may become a contrast: no localisers, others, corrupt or duplicates."""
+    vid, ids, upload, records, classes, findings = (
+        v.vid, v.ids, v.upload, v.records, v.classes, v.findings
+    )  # fmt: skip
     usable: list[DicomSeries] = []
     digests: dict[str, DicomSeries] = {}
-    for s in series:
+    for s in v.series:
         c = classes[s.uid]
         rec = records[s.uid]
         if c.label == "localiser":
@@ -621,6 +639,16 @@ def _ingest_dicom_visit(
         digests[digest] = s
         usable.append(s)
 
+    return usable
+
+
+def _choose_contrasts(
+    v: _DicomVisit, usable: list[DicomSeries], choices: Mapping[ChoiceKey, int]
+) -> dict[str, tuple[DicomSeries, str]]:
+    """One series per contrast (explicit choice, else unambiguous classification), with why."""
+    job, vid, ids, records, classes, findings, series = (
+        v.job, v.vid, v.ids, v.records, v.classes, v.findings, v.series
+    )  # fmt: skip
     chosen: dict[str, tuple[DicomSeries, str]] = {}
     for key in CONTRASTS:
         suffix = CONTRASTS[key]
@@ -735,9 +763,18 @@ def _ingest_dicom_visit(
             else:
                 rec["status"] = "ambiguous" if not rec["status"] else rec["status"]
 
+    return chosen
+
+
+def _write_contrasts(
+    v: _DicomVisit, chosen: dict[str, tuple[DicomSeries, str]], bids: Path, timeout_s: float
+) -> list[WrittenFile]:
+    """Convert the chosen series into the BIDS dataset; flag replaced and stale files."""
+    job, vid, ids, upload, records, classes, findings = (
+        v.job, v.vid, v.ids, v.upload, v.records, v.classes, v.findings
+    )  # fmt: skip
     anat = bids / f"sub-{job.subject}" / f"ses-{job.session}" / "anat"
     written: list[WrittenFile] = []
-    t0 = time.perf_counter()
     for key, (s, how) in chosen.items():
         rec = records[s.uid]
         dest = anat / f"sub-{job.subject}_ses-{job.session}_{CONTRASTS[key]}.nii.gz"
@@ -793,21 +830,43 @@ def _ingest_dicom_visit(
                     "delete the file if it should not be used",
                 )
             )
-    conversion_s = time.perf_counter() - t0
+    return written
+
+
+def _session_start(v: _DicomVisit) -> datetime | None:
+    """When the visit started: StudyDate/StudyTime, else the earliest acquisition."""
+    series = v.series
     # the session starts at StudyDate/StudyTime; the earliest acquisition when that is absent
     starts = [s.study_started for s in series if s.study_started is not None]
     starts = starts or [s.acquired for s in series if s.acquired is not None]
     when = min(starts) if starts else None
     if when is None and series:
-        findings.append(
+        v.findings.append(
             Finding(
                 "warning",
                 "no-acq-time",
-                job.folder,
-                f"{vid}: no StudyDate/AcquisitionDate in any header; acq_time is n/a",
+                v.job.folder,
+                f"{v.vid}: no StudyDate/AcquisitionDate in any header; acq_time is n/a",
                 "the schedule cannot place this visit; fix the export",
             )
         )
+    return when
+
+
+def _ingest_dicom_visit(
+    job: _VisitJob,
+    upload: Path,
+    bids: Path,
+    choices: Mapping[ChoiceKey, int],
+    timeout_s: float,
+) -> tuple[VisitIngest, datetime | None, frozenset[str]]:
+    v = _triage(job, upload)
+    chosen = _choose_contrasts(v, _usable_series(v), choices)
+    t0 = time.perf_counter()
+    written = _write_contrasts(v, chosen, bids, timeout_s)
+    conversion_s = time.perf_counter() - t0
+    when = _session_start(v)
+    series, records, findings, ids = v.series, v.records, v.findings, v.ids
     visit = VisitIngest(
         site=job.site,
         upload_subject=job.upload_subject,
@@ -1042,7 +1101,7 @@ def _write_sessions(
         }
     ordered = sorted(
         rows.values(),
-        key=lambda r: [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", r["session_id"])],
+        key=lambda r: natural_key(r["session_id"]),
     )
     written.append(write_bytes_if_changed(path, _tsv(ordered, ["session_id", "acq_time"])))
     return written, iso, findings

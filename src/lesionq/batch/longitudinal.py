@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -31,7 +30,7 @@ import pandas as pd
 from ..config import Settings
 from ..errors import InputError, MissingInputError
 from ..interfaces.longitudinal import STATUS_OK
-from ..io.bids import VisitInputs
+from ..io.bids import VisitInputs, natural_key
 from ..io.derivatives import (
     LONGITUDINAL_OUTPUTS,
     SUBJECT_OUTPUTS,
@@ -83,10 +82,6 @@ _FILES = {
 _PRIORITY = ("new", "enlarging", "shrinking", "stable", BASELINE_STATUS)
 
 
-def _natural_key(text: str) -> list[str | int]:
-    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", text)]
-
-
 def order_visits(visits: Sequence[VisitInputs]) -> list[VisitInputs]:
     """A subject's visits in time order.
 
@@ -103,7 +98,7 @@ def order_visits(visits: Sequence[VisitInputs]) -> list[VisitInputs]:
     visits = list(visits)
 
     def by_label(v: VisitInputs) -> list[str | int]:
-        return _natural_key(v.session or "")
+        return natural_key(v.session or "")
 
     if len(visits) < 2:
         return visits

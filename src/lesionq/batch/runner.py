@@ -427,13 +427,18 @@ def run_dataset(
         on_event(
             {"event": "run_started", "run_id": run_id, "total": len(visits), "jobs": len(jobs)}
         )
+    def forward(event: dict[str, Any]) -> None:
+        lines(event)
+        if on_event:
+            on_event(event)
+
     status = "failed"
     try:
         outcomes = run_jobs(
             jobs,
             workers=workers,
             scheduler_address=scheduler_address,
-            on_event=lambda e: (lines(e), on_event(e) if on_event else None),
+            on_event=forward,
             on_outcome=lines.subject_done,
         )
         write_visits_table(out, db)

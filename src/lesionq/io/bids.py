@@ -49,6 +49,7 @@ __all__ = [
     "BIDSLayoutError",
     "discover",
     "layout_problems",
+    "natural_key",
     "normalise_participant_label",
     "parse_acq_time",
     "participant_sites",
@@ -81,8 +82,19 @@ _NAME = re.compile(
 _BY_NAME = {v: k for k, v in CONTRASTS.items()}
 
 
-def _natural_key(text: str) -> list[str | int]:
-    """Sort key that orders ``ses-2`` before ``ses-10``; deterministic."""
+def natural_key(text: str) -> list[str | int]:
+    """Sort key that orders ``ses-2`` before ``ses-10`` (digit runs compare as numbers).
+
+    Parameters
+    ----------
+    text : str
+        A label or file name.
+
+    Returns
+    -------
+    list of str and int
+        Alternating text and integer parts; deterministic.
+    """
     return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", text)]
 
 
@@ -328,7 +340,7 @@ def _scan_anat(anat_dir: Path) -> tuple[dict[str, Path], tuple[Path, ...], tuple
     claims: dict[str, list[Path]] = {}
     extra: list[Path] = []
     if anat_dir.is_dir():
-        for p in sorted(anat_dir.iterdir(), key=lambda q: _natural_key(q.name)):
+        for p in sorted(anat_dir.iterdir(), key=lambda q: natural_key(q.name)):
             if p.name.startswith(".") or p.is_dir() or p.name.endswith(".json"):
                 continue
             ent = parse_entities(p)
@@ -350,7 +362,7 @@ def _subject_visits(
     acq = _read_sessions_tsv(tsv, problems) if tsv.is_file() else {}
     ses_dirs = sorted(
         (d for d in sub_dir.iterdir() if d.is_dir() and d.name.startswith("ses-")),
-        key=lambda d: _natural_key(d.name),
+        key=lambda d: natural_key(d.name),
     )
     if ses_dirs and (sub_dir / "anat").is_dir():
         problems.append(
@@ -456,7 +468,7 @@ def layout_problems(
 
     available = sorted(
         (d.name[4:] for d in root.iterdir() if d.is_dir() and d.name.startswith("sub-")),
-        key=_natural_key,
+        key=natural_key,
     )
     if participant_labels is None:
         wanted = available
@@ -479,7 +491,7 @@ def layout_problems(
                 labels.append(normalise_participant_label(raw))
             except BIDSLayoutError as exc:
                 problems.extend(exc.problems)
-        wanted = sorted(set(labels), key=_natural_key)
+        wanted = sorted(set(labels), key=natural_key)
         for label in wanted:
             if label not in available:
                 problems.append(
