@@ -126,6 +126,43 @@ def test_remove_stale_temporaries_removes_only_leftovers(tmp_path):
     assert remove_stale_temporaries(tmp_path / "missing") == []
 
 
+def test_a_swap_killed_between_its_renames_gets_the_previous_outputs_back(tmp_path: Path) -> None:
+    """anat -> .anat.old-* done, staging -> anat not: the previous outputs are restored."""
+    ses = tmp_path / "sub-a" / "ses-01"
+    old = ses / ".anat.old-4242"
+    old.mkdir(parents=True)
+    (old / "sub-a_ses-01_lesions.tsv").write_text("previous")
+    staging = ses / ".anat.staging-xyz"
+    staging.mkdir()
+    (staging / "sub-a_ses-01_lesions.tsv").write_text("maybe half")
+    removed = remove_stale_temporaries(tmp_path / "sub-a")
+    assert removed == [staging]
+    assert (ses / "anat" / "sub-a_ses-01_lesions.tsv").read_text() == "previous"
+    assert sorted(p.name for p in ses.iterdir()) == ["anat"]
+
+
+def test_a_failed_second_rename_puts_the_previous_outputs_back(tmp_path, monkeypatch) -> None:
+    import os
+
+    from lesionq.io import derivatives
+
+    final = tmp_path / "sub-a" / "ses-01" / "anat"
+    final.mkdir(parents=True)
+    (final / "x.tsv").write_text("previous")
+    real_replace = os.replace
+
+    def replace(src, dst):  # noqa: ANN001
+        if Path(src).name.startswith(".anat.staging-"):
+            raise OSError("disk gone")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(derivatives.os, "replace", replace)
+    with pytest.raises(OSError, match="disk gone"):
+        derivatives._stage_and_swap(final, lambda staging: (staging / "x.tsv").write_text("new"))
+    assert (final / "x.tsv").read_text() == "previous"
+    assert [p.name for p in final.parent.iterdir()] == ["anat"]
+
+
 @pytest.mark.parametrize(
     ("subjects", "cores", "mem", "expected"),
     [(10, 2, 24.0, 2), (1, 16, 64.0, 1), (10, 16, 8.0, 2), (10, 1, 1.0, 1)],

@@ -19,6 +19,7 @@ the sha256 of each input file.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -28,6 +29,8 @@ from typing import Any
 from .. import __version__
 from ..config import Settings
 from .nifti import atomic_write_text, sha256_file
+
+LOGGER = logging.getLogger(__name__)
 
 __all__ = [
     "OUTPUTS",
@@ -295,12 +298,16 @@ def visit_prefix(subject: str, session: str | None) -> str:
     return f"sub-{subject}" if session is None else f"sub-{subject}_ses-{session}"
 
 
+#: Folder of a visit's published outputs (``OUT/sub-<s>/ses-<v>/anat``).
+_VISIT_FOLDER = "anat"
+
+
 def visit_dir(out_dir: str | os.PathLike[str], subject: str, session: str | None) -> Path:
     """``OUT/sub-<s>/ses-<v>/anat`` (``OUT/sub-<s>/anat`` without sessions)."""
     base = Path(out_dir) / f"sub-{subject}"
     if session is not None:
         base = base / f"ses-{session}"
-    return base / "anat"
+    return base / _VISIT_FOLDER
 
 
 def output_path(
@@ -417,8 +424,11 @@ def remove_stale_temporaries(folder: str | os.PathLike[str]) -> list[Path]:
     That is the temporary files of :func:`lesionq.io.nifti.atomic_path`
     (``.<name>.<random>.part<ext>``) and the hidden staging / previous folders of
     a visit swap (``.anat.staging-*``, ``.anat.old-*``). None of them is ever a
-    finished result. Call it only while no other process writes into ``folder``
-    (the batch runner holds the subject's lock).
+    finished result, with one exception: a previous folder (``.anat.old-*``)
+    whose ``anat`` folder is missing holds the visit's previous, complete outputs
+    (the writer was killed between the two renames of the swap); it is renamed
+    back to ``anat`` rather than removed. Call it only while no other process
+    writes into ``folder`` (the batch runner holds the subject's lock).
 
     Parameters
     ----------
@@ -441,6 +451,8 @@ def remove_stale_temporaries(folder: str | os.PathLike[str]) -> list[Path]:
     for path in sorted(root.rglob(".*")):
         if not path.exists() and not path.is_symlink():
             continue  # inside a folder removed just before
+        if path.is_dir() and path.name.startswith(_OLD_PREFIX) and _restore_previous(path):
+            continue
         if path.is_dir() and path.name.startswith((_STAGING_PREFIX, _OLD_PREFIX)):
             shutil.rmtree(path, ignore_errors=True)
             removed.append(path)
@@ -448,6 +460,16 @@ def remove_stale_temporaries(folder: str | os.PathLike[str]) -> list[Path]:
             path.unlink(missing_ok=True)
             removed.append(path)
     return removed
+
+
+def _restore_previous(old: Path) -> bool:
+    """Rename a swap's previous folder back to ``anat`` when ``anat`` is missing."""
+    final = old.parent / _VISIT_FOLDER
+    if final.exists():
+        return False
+    os.replace(old, final)
+    LOGGER.warning("%s: restored the previous outputs of an interrupted publication", final)
+    return True
 
 
 def _stage_and_swap(final_dir: Path, fill: Any) -> None:
@@ -473,7 +495,12 @@ def _stage_and_swap(final_dir: Path, fill: Any) -> None:
             old = parent / f"{_OLD_PREFIX}{os.getpid()}"
             shutil.rmtree(old, ignore_errors=True)
             os.replace(final_dir, old)
-        os.replace(staging, final_dir)
+        try:
+            os.replace(staging, final_dir)
+        except BaseException:
+            if old is not None and not final_dir.exists():
+                os.replace(old, final_dir)  # put the previous outputs back
+            raise
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
     except BaseException:
