@@ -169,3 +169,29 @@ def test_a_failed_second_rename_puts_the_previous_outputs_back(tmp_path, monkeyp
 )
 def test_default_workers(subjects, cores, mem, expected):
     assert default_workers(subjects, cores=cores, memory_gb=mem) == expected
+
+
+def test_resume_leaves_a_live_run_alone_and_closes_a_dead_one(tmp_path) -> None:
+    """--resume marks a 'running' run interrupted only when its process is gone."""
+    import subprocess
+    import sys
+
+    import sqlalchemy as sa
+
+    from lesionq.batch.runner import _close_interrupted_run
+    from lesionq.store import ResultsDB
+    from lesionq.store.models import Run
+
+    db = ResultsDB.open(f"sqlite:///{tmp_path / 'r.sqlite'}")
+    kw = dict(lesionq_version="t", protocol="p", settings_sha256="s", settings={}, command="c")
+    live = db.start_run(**kw)  # this very process: alive
+    said: list[str] = []
+    assert _close_interrupted_run(db, said.append) is None
+    assert db.run(live)["status"] == "running" and "still running" in said[-1]
+    dead_pid = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                              capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+    with db.engine.begin() as conn:
+        conn.execute(sa.update(Run).where(Run.id == live).values(pid=int(dead_pid)))
+    assert _close_interrupted_run(db, said.append) == live
+    assert db.run(live)["status"] == "interrupted"
+    db.close()

@@ -427,6 +427,7 @@ def run_dataset(
         on_event(
             {"event": "run_started", "run_id": run_id, "total": len(visits), "jobs": len(jobs)}
         )
+
     def forward(event: dict[str, Any]) -> None:
         lines(event)
         if on_event:
@@ -481,6 +482,21 @@ def _ledger_counts(db: Any, run_id: int) -> dict[str, int]:
     }
 
 
+def _alive_here(host: str | None, pid: int | None) -> bool:
+    """Whether ``pid`` is a live process on this host (False for other hosts: unknown)."""
+    import socket
+
+    if not pid or host != socket.gethostname():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by another user
+    return True
+
+
 def _close_interrupted_run(db: Any, progress: ProgressFn | None) -> int | None:
     """Mark the last unfinished run as interrupted; return its id (or None)."""
     last = db.last_interrupted_run()
@@ -489,6 +505,13 @@ def _close_interrupted_run(db: Any, progress: ProgressFn | None) -> int | None:
             progress("resume: no interrupted run found; processing what is new or changed")
         return None
     run_id = int(last["id"])
+    if last.get("status") == "running" and _alive_here(last.get("host"), last.get("pid")):
+        if progress:
+            progress(
+                f"resume: run {run_id} is still running (pid {last['pid']} on this host); "
+                "nothing to resume: its subjects are locked and skipped"
+            )
+        return None
     if last.get("status") == "running":
         db.finish_run(run_id, status="interrupted", **_ledger_counts(db, run_id))
     if progress:
