@@ -9,12 +9,13 @@ from alembic.runtime.migration import MigrationContext
 
 from lesionq.review.models import REVIEW_TABLES, metadata
 from lesionq.store import ResultsDB, alembic_config, current_revision
+from lesionq.store.engine import head_revision
 
 
 def test_models_match_migration(db_url: str) -> None:
     db = ResultsDB.open(db_url)
     try:
-        assert current_revision(db.engine) == "0002_review"
+        assert current_revision(db.engine) == head_revision()
         assert set(REVIEW_TABLES) <= set(sa.inspect(db.engine).get_table_names())
 
         def include(obj, name, type_, reflected, compare_to):  # noqa: ANN001, ANN202

@@ -333,9 +333,14 @@ def create_app(
         username, password = form.get("username"), form.get("password")
         if not isinstance(username, str) or not isinstance(password, str):
             return login_page(request, 400, "Give a username and a password.")
-        result = await run_in_threadpool(
-            auth.login, engine, username, password, ttl_s=session_ttl_s
-        )
+        try:
+            result = await run_in_threadpool(
+                auth.login, engine, username, password, ttl_s=session_ttl_s
+            )
+        except auth.LoginThrottled as exc:
+            resp = login_page(request, 429, f"{str(exc).capitalize()}.")
+            resp.headers["Retry-After"] = str(math.ceil(exc.retry_after_s))
+            return resp
         if result is None:
             return login_page(request, 401, "Wrong username or password.")
         token, _ = result

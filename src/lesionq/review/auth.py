@@ -19,16 +19,18 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import math
 import re
 import secrets
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import Any
 
 import sqlalchemy as sa
 
-from ..errors import InputError
+from ..errors import InputError, LesionQError
+from ..store.models import AuditEntry
 from .dbutil import audit, inserted_id, now, read_tx, write_tx
 from .models import reader_sessions, readers
 
@@ -50,6 +52,9 @@ __all__ = [
     "list_readers",
     "get_reader",
     "login",
+    "LoginThrottled",
+    "MAX_FAILED_LOGINS",
+    "FAILED_LOGIN_WINDOW_S",
     "session_for_token",
     "logout",
 ]
@@ -64,6 +69,12 @@ DEFAULT_SESSION_TTL_S = 8 * 3600.0
 MIN_PASSWORD_LENGTH = 10
 #: Usernames: 2-64 characters, letters, digits, ``_ . -``, starting with a letter or digit.
 USERNAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{1,63}$")
+
+#: Failed logins of one username within FAILED_LOGIN_WINDOW_S before further
+#: attempts are refused (whatever the password) until the oldest falls out of it.
+MAX_FAILED_LOGINS = 5
+#: Window of the failed-login count (seconds).
+FAILED_LOGIN_WINDOW_S = 15 * 60.0
 
 _SCRYPT_N = 2**14
 _SCRYPT_R = 8
@@ -317,10 +328,65 @@ def list_readers(engine: sa.Engine) -> list[dict[str, Any]]:
 # ----------------------------------------------------------------------------- sessions
 
 
+class LoginThrottled(LesionQError):
+    """Too many failed logins for a username: refused for ``retry_after_s`` seconds."""
+
+    def __init__(self, username: str, retry_after_s: float) -> None:
+        self.retry_after_s = max(1.0, float(retry_after_s))
+        super().__init__(
+            f"too many failed logins for {username!r}: try again in "
+            f"{math.ceil(self.retry_after_s / 60)} min"
+        )
+
+
+def _throttle_wait_s(
+    conn: sa.Connection, username: str, max_failures: int, window_s: float
+) -> float:
+    """Seconds until ``username`` may try again (0: now), from the audited failures."""
+    since = now() - timedelta(seconds=window_s)
+    times = (
+        conn.execute(
+            sa.select(AuditEntry.at)
+            .where(
+                AuditEntry.action == "reader.login_failed",
+                AuditEntry.actor == username,
+                AuditEntry.at > since,
+            )
+            .order_by(AuditEntry.at.desc())
+            .limit(max_failures)
+        )
+        .scalars()
+        .all()
+    )
+    if len(times) < max_failures:
+        return 0.0
+    oldest = min(t if t.tzinfo else t.replace(tzinfo=UTC) for t in times)
+    return max(0.0, (oldest - since).total_seconds())
+
+
 def login(
-    engine: sa.Engine, username: str, password: str, *, ttl_s: float
+    engine: sa.Engine,
+    username: str,
+    password: str,
+    *,
+    ttl_s: float,
+    max_failures: int = MAX_FAILED_LOGINS,
+    window_s: float = FAILED_LOGIN_WINDOW_S,
 ) -> tuple[str, Session] | None:
     """Check the credentials and open a session.
+
+    Parameters
+    ----------
+    engine : sqlalchemy.Engine
+    username, password : str
+    ttl_s : float
+        Session lifetime (seconds, absolute from login).
+    max_failures, window_s : int, float
+        Throttle: after ``max_failures`` failed logins of ``username`` within the
+        last ``window_s`` seconds (counted from the audit log, so it holds across
+        processes), further attempts are refused until the oldest of them is
+        older than the window, whatever the password. Refusals are audited as
+        ``reader.login_throttled`` and do not extend the lock.
 
     Returns
     -------
@@ -328,8 +394,26 @@ def login(
         The cookie token (shown once; only its hash is stored) and the session;
         None for an unknown or disabled account or a wrong password (audited as
         ``reader.login_failed`` without telling which).
+
+    Raises
+    ------
+    LoginThrottled
+        Too many recent failures for this username.
     """
     username = str(username)[:64]
+    with read_tx(engine) as conn:
+        wait_s = _throttle_wait_s(conn, username or "(empty)", max_failures, window_s)
+    if wait_s > 0:
+        with write_tx(engine) as conn:
+            audit(
+                conn,
+                actor=username or "(empty)",
+                action="reader.login_throttled",
+                entity="readers",
+                entity_id=None,
+                detail=f"{max_failures} failed logins within {window_s:.0f} s",
+            )
+        raise LoginThrottled(username, wait_s)
     with read_tx(engine) as conn:
         r = (
             conn.execute(sa.select(readers).where(readers.c.username == username))

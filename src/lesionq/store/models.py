@@ -302,6 +302,7 @@ class AuditEntry(Base):
     """Append-only audit log (database triggers refuse UPDATE and DELETE)."""
 
     __tablename__ = "audit_log"
+    __table_args__ = (sa.Index("ix_audit_log_action_actor_at", "action", "actor", "at"),)
     id: Mapped[int] = mapped_column(primary_key=True)
     at: Mapped[datetime] = mapped_column(UTCDateTime, default=_now)
     actor: Mapped[str] = mapped_column(sa.String(255))
