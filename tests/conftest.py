@@ -93,6 +93,22 @@ def chromium() -> Callable[[], contextlib.AbstractContextManager]:
     return open_browser
 
 
+def watch_page(page) -> tuple[list[str], list[str]]:  # noqa: ANN001
+    """Collect a Playwright page's console messages and page errors, and failed requests."""
+    messages: list[str] = []
+    failed: list[str] = []
+    page.on("console", lambda m: messages.append(f"{m.type}: {m.text}"))
+    page.on("pageerror", lambda e: messages.append(f"pageerror: {e}"))
+    page.on("requestfailed", lambda r: failed.append(f"{r.url} {r.failure}"))
+    return messages, failed
+
+
+@pytest.fixture(scope="session")
+def page_watcher() -> Callable[..., tuple[list[str], list[str]]]:
+    """:func:`watch_page` as a fixture (test modules cannot import conftest in importlib mode)."""
+    return watch_page
+
+
 @pytest.fixture(scope="session")
 def keep_artifacts() -> Callable[..., None]:
     """``keep_artifacts(*files, folder="")``: copy files to the test-artifacts folder, if set."""

@@ -185,18 +185,15 @@ def test_gd_lesions_and_cua_published(sample_run):
 
 
 def test_qc_report_of_the_sample_subject_opens_clean_in_chromium(
-    sample_run, chromium, keep_artifacts, tmp_path
+    sample_run, chromium, page_watcher, keep_artifacts, tmp_path
 ):
     """The report `lesionq run` wrote for sub-phantom02 loads from disk with a clean console."""
     _, out = sample_run
     report = out / "sub-phantom02.html"
     assert report.is_file()
-    messages, failed = [], []
     with chromium() as browser:
         page = browser.new_page(viewport={"width": 1280, "height": 1000})
-        page.on("console", lambda m: messages.append(f"{m.type}: {m.text}"))
-        page.on("pageerror", lambda e: messages.append(f"pageerror: {e}"))
-        page.on("requestfailed", lambda r: failed.append(f"{r.url} {r.failure}"))
+        messages, failed = page_watcher(page)
         page.goto(report.resolve().as_uri(), wait_until="load")
         broken = page.eval_on_selector_all(
             "img", "els => els.filter(e => !e.complete || e.naturalWidth === 0).map(e => e.src)"

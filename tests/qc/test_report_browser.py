@@ -19,16 +19,12 @@ SUBJECT = "syn01"  # the subject of the synthetic_output fixture (tests/qc/conft
 
 @pytest.mark.slow
 def test_report_opens_clean_in_chromium(
-    synthetic_output: Path, chromium, keep_artifacts, tmp_path: Path
+    synthetic_output: Path, chromium, page_watcher, keep_artifacts, tmp_path: Path
 ) -> None:
     page_path = write_subject_report(synthetic_output, SUBJECT)
-    messages: list[str] = []
-    failed: list[str] = []
     with chromium() as browser:
         page = browser.new_page(viewport={"width": 1280, "height": 1000})
-        page.on("console", lambda m: messages.append(f"{m.type}: {m.text}"))
-        page.on("pageerror", lambda e: messages.append(f"pageerror: {e}"))
-        page.on("requestfailed", lambda r: failed.append(f"{r.url} {r.failure}"))
+        messages, failed = page_watcher(page)
         page.goto(page_path.resolve().as_uri(), wait_until="load")
         broken = page.eval_on_selector_all(
             "img", "els => els.filter(e => !e.complete || e.naturalWidth === 0).map(e => e.src)"

@@ -173,19 +173,23 @@ def csrf_of(html: str) -> str:
     return m.group(1)
 
 
-def login(client: Any, username: str, password: str | None = None) -> str:
-    """Log ``client`` in; returns the session's CSRF token."""
+def post_login(client: Any, username: str, password: str | None = None) -> Any:
+    """Fill the login form (fresh CSRF token) and post it; returns the response (no redirect)."""
     page = client.get("/login")
-    token = csrf_of(page.text)
-    r = client.post(
+    return client.post(
         "/login",
         data={
             "username": username,
             "password": PASSWORDS[username] if password is None else password,
-            "csrf_token": token,
+            "csrf_token": csrf_of(page.text),
         },
         follow_redirects=False,
     )
+
+
+def login(client: Any, username: str, password: str | None = None) -> str:
+    """Log ``client`` in; returns the session's CSRF token."""
+    r = post_login(client, username, password)
     if r.status_code != 303:
         raise AssertionError(f"login of {username} failed: {r.status_code} {r.text[:200]}")
     home = client.get("/")

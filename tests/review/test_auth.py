@@ -7,7 +7,7 @@ import time
 
 import pytest
 from fastapi.routing import APIRoute
-from review_helpers import PASSWORDS, csrf_of, login, result_id
+from review_helpers import PASSWORDS, csrf_of, login, post_login, result_id
 
 from lesionq.errors import InputError
 from lesionq.review import auth, create_app
@@ -80,16 +80,7 @@ def test_failed_logins_are_throttled_per_username(clients, env_sqlite) -> None: 
     assert auth.login(eng, "reader2", PASSWORDS["reader2"], ttl_s=60) is not None
     # through the web form: 429 with Retry-After, no session cookie
     c = clients()
-    page = c.get("/login")
-    r = c.post(
-        "/login",
-        data={
-            "username": "reader1",
-            "password": PASSWORDS["reader1"],
-            "csrf_token": csrf_of(page.text),
-        },
-        follow_redirects=False,
-    )
+    r = post_login(c, "reader1")
     assert r.status_code == 429 and int(r.headers["Retry-After"]) >= 1
     assert "Too many failed logins" in r.text and SESSION_COOKIE not in c.cookies
     log = env_sqlite.db.audit_log()
@@ -101,16 +92,7 @@ def test_failed_logins_are_throttled_per_username(clients, env_sqlite) -> None: 
 
 def test_session_cookie_flags(clients) -> None:  # noqa: ANN001
     c = clients()
-    page = c.get("/login")
-    r = c.post(
-        "/login",
-        data={
-            "username": "reader1",
-            "password": PASSWORDS["reader1"],
-            "csrf_token": csrf_of(page.text),
-        },
-        follow_redirects=False,
-    )
+    r = post_login(c, "reader1")
     cookie = [v for k, v in r.headers.multi_items() if k == "set-cookie" and SESSION_COOKIE in v]
     assert len(cookie) == 1
     flags = cookie[0].lower()

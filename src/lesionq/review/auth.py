@@ -401,13 +401,14 @@ def login(
         Too many recent failures for this username.
     """
     username = str(username)[:64]
+    actor = username or "(empty)"  # the audit log's name for this attempt
     with read_tx(engine) as conn:
-        wait_s = _throttle_wait_s(conn, username or "(empty)", max_failures, window_s)
+        wait_s = _throttle_wait_s(conn, actor, max_failures, window_s)
     if wait_s > 0:
         with write_tx(engine) as conn:
             audit(
                 conn,
-                actor=username or "(empty)",
+                actor=actor,
                 action="reader.login_throttled",
                 entity="readers",
                 entity_id=None,
@@ -425,7 +426,7 @@ def login(
         with write_tx(engine) as conn:
             audit(
                 conn,
-                actor=username or "(empty)",
+                actor=actor,
                 action="reader.login_failed",
                 entity="readers",
                 entity_id=None if r is None else r["id"],
