@@ -17,7 +17,14 @@ import pytest
 from lesionq.batch.ingest import DATE_SHIFT_KEY, REPORT_DIR, ingest_upload, read_subject_map
 from lesionq.io.bids import discover
 from lesionq.io.checks import check_visit, has_errors
-from lesionq.testing.dicom import PRESETS, DicomIdentity, SeriesSpec, write_localiser, write_series
+from lesionq.testing.dicom import (
+    PRESETS,
+    DicomIdentity,
+    SeriesSpec,
+    write_enhanced_series,
+    write_localiser,
+    write_series,
+)
 
 SHAPE = (32, 30, 12)
 
@@ -446,3 +453,35 @@ def test_a_later_upload_of_a_follow_up_keeps_the_subjects_date_anchor(tmp_path: 
             int(key[f"sub-{label}"]["shift_days"])
             == (real["ses-V1"].date() - datetime(1900, 1, 1).date()).days
         )
+
+
+def test_an_enhanced_multiframe_upload_is_classified_and_converted(tmp_path: Path) -> None:
+    """A visit exported as Enhanced MR (one multi-frame file per series, names that say
+    nothing): every contrast found from the functional groups, voxels intact."""
+    visit = tmp_path / "up" / "site" / "P9" / "base"
+    aff = _affine(2)
+    truth = {}
+    for n, preset in ((2, "flair"), (3, "t1"), (5, "t2"), (7, "t1ce")):
+        vol = _volume(900 + n)
+        spec = SeriesSpec(vol, aff, n, **{**PRESETS[preset], "description": f"series {n}"})
+        write_enhanced_series(spec, visit, DicomIdentity(), uid_seed="p9")
+        truth[n] = vol
+    report = ingest_upload(tmp_path / "up", tmp_path / "bids")
+    assert report.ok, report.to_text()
+    got = {s.series_number: (s.label, s.status) for s in report.visits[0].series}
+    assert got == {2: ("flair", "chosen"), 3: ("t1", "chosen"), 5: ("t2", "chosen"),
+                   7: ("t1ce", "chosen")}  # fmt: skip
+    anat = tmp_path / "bids" / "sub-P9" / "ses-base" / "anat"
+    for n, suffix in ((2, "FLAIR"), (3, "T1w"), (5, "T2w"), (7, "ce-gadolinium_T1w")):
+        img = nib.load(str(anat / f"sub-P9_ses-base_{suffix}.nii.gz"))
+        data = np.asanyarray(img.dataobj)
+        ijk = np.indices(data.shape).reshape(3, -1)
+        src = (np.linalg.inv(aff) @ img.affine @ np.vstack([ijk, np.ones(ijk.shape[1])]))[:3]
+        assert np.abs(src - np.rint(src)).max() < 1e-3, suffix
+        s = np.rint(src).astype(int)
+        np.testing.assert_array_equal(truth[n][s[0], s[1], s[2]], data.reshape(-1))
+    ident = DicomIdentity()
+    needles = {*ident.strings(), ident.study_date, "2019-03-01", ident.patient_birth_date}
+    for path, data in _all_bytes(tmp_path / "bids"):
+        for needle in needles:
+            assert needle.lower().encode() not in data.lower(), f"{needle!r} found in {path}"

@@ -26,6 +26,7 @@ from lesionq.testing.dicom import (
     DicomIdentity,
     SeriesSpec,
     lps_geometry,
+    write_enhanced_series,
     write_localiser,
     write_series,
 )
@@ -199,3 +200,45 @@ def test_convert_series_missing_binary(tmp_path: Path) -> None:
     series = group_series(read_header(p) for p in files)[0]
     with pytest.raises(ProcessingError, match="cannot run"):
         convert_series(series, tmp_path / "o.nii.gz", binary=tmp_path / "no-dcm2niix")
+
+
+@pytest.mark.parametrize(
+    ("preset", "label"), [("flair", "flair"), ("t1", "t1"), ("t2", "t2"), ("t1ce", "t1ce")]
+)
+def test_enhanced_multiframe_headers_classify_like_classic_ones(
+    tmp_path: Path, preset: str, label: str
+) -> None:
+    """One Enhanced MR file per series, with a name that says nothing: the functional
+    groups alone (times, sequence type, contrast use) must give the class."""
+    spec = SeriesSpec(_vol(4), AFF, 7, **{**PRESETS[preset], "description": "series 7"})
+    path = write_enhanced_series(spec, tmp_path)
+    ds = pydicom.dcmread(path, stop_before_pixels=True)
+    assert ds.SOPClassUID == "1.2.840.10008.5.1.4.1.1.4.1" and int(ds.NumberOfFrames) == 12
+    assert (
+        "EchoTime" not in ds and "ScanningSequence" not in ds and "ImagePositionPatient" not in ds
+    )
+    h = read_header(path)
+    assert h.echo_time_ms == PRESETS[preset]["echo_time_ms"]
+    assert h.repetition_time_ms == PRESETS[preset]["repetition_time_ms"]
+    assert h.inversion_time_ms == PRESETS[preset].get("inversion_time_ms")
+    assert ("IR" in h.scanning_sequence) == ("IR" in PRESETS[preset]["scanning_sequence"])
+    assert h.orientation is not None and h.position is not None and h.acquired is not None
+    series = group_series([h])[0]
+    assert series.n_slices == 12
+    assert classify_series(series.features()).label == label
+
+
+def test_enhanced_multiframe_series_converts_with_its_geometry(tmp_path: Path) -> None:
+    vol = _vol(5)
+    path = write_enhanced_series(SeriesSpec(vol, AFF, 3, **PRESETS["flair"]), tmp_path / "in")
+    series = group_series([read_header(path)])[0]
+    assert pixel_digest(series)  # whole multi-frame pixel data present
+    dest = tmp_path / "out" / "sub-1_ses-1_FLAIR.nii.gz"
+    convert_series(series, dest)
+    img = nib.load(str(dest))
+    data = np.asanyarray(img.dataobj)
+    ijk = np.indices(data.shape).reshape(3, -1)
+    src = (np.linalg.inv(AFF) @ img.affine @ np.vstack([ijk, np.ones(ijk.shape[1])]))[:3]
+    assert np.abs(src - np.rint(src)).max() < 1e-3
+    s = np.rint(src).astype(int)
+    np.testing.assert_array_equal(vol[s[0], s[1], s[2]], data.reshape(-1))

@@ -39,10 +39,10 @@ Conversion
     so a re-ingest is a no-op; the gzip stream has mtime 0 and no name, so
     identical voxels give identical bytes.
 
-Limitations: enhanced (multi-frame) MR headers keep their acquisition values
-in functional-group sequences that are not read here, so such series are
-usually *unknown* and need an explicit choice; the converter handles their
-pixels.
+Enhanced (multi-frame) MR: one file holds the whole series and keeps its
+acquisition values in functional-group sequences; :func:`read_header` reads them
+from there (and maps ``EchoPulseSequence``/``InversionRecovery`` onto the classic
+sequence codes), so the same rules classify both kinds of header.
 """
 
 from __future__ import annotations
@@ -216,8 +216,78 @@ class DicomHeader:
     identifiers: frozenset[str] = frozenset()
 
 
+def _functional(ds: Any, sequence: str, keyword: str) -> Any:
+    """A value of an enhanced (multi-frame) header's functional groups, or None.
+
+    Looks in ``SharedFunctionalGroupsSequence``, then in the first item of
+    ``PerFrameFunctionalGroupsSequence`` (the frame a classic header describes),
+    for ``sequence[0].keyword``.
+    """
+    for groups in ("SharedFunctionalGroupsSequence", "PerFrameFunctionalGroupsSequence"):
+        items = ds.get(groups)
+        if not items:
+            continue
+        inner = items[0].get(sequence)
+        if inner and keyword in inner[0]:
+            return inner[0].get(keyword)
+    return None
+
+
+def _enhanced_sequence(ds: Any) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """Classic ``ScanningSequence``/``SequenceVariant`` of an enhanced MR header.
+
+    Enhanced MR replaces them with ``EchoPulseSequence`` (SPIN, GRADIENT, BOTH),
+    ``InversionRecovery`` (YES/NO) and ``EchoPlanarPulseSequence`` (YES/NO), and
+    ``MagnetizationTransfer``/``Spoiling`` for the variant; mapped here onto the
+    classic codes (SE, GR, IR, EP; SP, MP) the classifier reads.
+    """
+    scanning: list[str] = []
+    echo = _text(ds.get("EchoPulseSequence")).upper()
+    if echo in ("SPIN", "BOTH"):
+        scanning.append("SE")
+    if echo in ("GRADIENT", "BOTH"):
+        scanning.append("GR")
+    if _text(ds.get("InversionRecovery")).upper() == "YES":
+        scanning.append("IR")
+    if _text(ds.get("EchoPlanarPulseSequence")).upper() == "YES":
+        scanning.append("EP")
+    variant: list[str] = []
+    if _text(ds.get("Spoiling")).upper() not in ("", "NONE"):
+        variant.append("SP")
+    if _text(ds.get("InversionRecovery")).upper() == "YES":
+        variant.append("MP")
+    return tuple(scanning), tuple(variant)
+
+
+def _enhanced_times(ds: Any) -> tuple[float | None, float | None, float | None]:
+    """(TE, TR, TI) in ms from an enhanced MR header's functional groups."""
+    te = _float(_functional(ds, "MREchoSequence", "EffectiveEchoTime"))
+    tr = _float(_functional(ds, "MRTimingAndRelatedParametersSequence", "RepetitionTime"))
+    ti = None
+    if _text(_functional(ds, "MRModifierSequence", "InversionRecovery")).upper() == "YES" or (
+        _text(ds.get("InversionRecovery")).upper() == "YES"
+    ):
+        times = _functional(ds, "MRModifierSequence", "InversionTimes")
+        if times is not None:
+            values = [times] if isinstance(times, int | float) else list(times)
+            ti = _float(values[0]) if values else None
+    return te, tr, ti
+
+
+def _parse_dicom_dt(value: Any) -> datetime | None:
+    """``datetime`` from a DICOM DT value (``YYYYMMDDHHMMSS[.ffffff]``; offset ignored)."""
+    text = re.split(r"[+-]", _text(value))[0]
+    if len(text) < 8:
+        return None
+    return parse_dicom_datetime(text[:8], text[8:] or None)
+
+
 def read_header(path: str | os.PathLike[str]) -> DicomHeader:
     """Read one DICOM file's header (pixels are not read).
+
+    Classic and enhanced (multi-frame) MR: for an enhanced header, echo,
+    repetition and inversion times, slice geometry, sequence type and contrast
+    use come from its functional groups when the classic attributes are absent.
 
     Raises
     ------
@@ -243,15 +313,39 @@ def read_header(path: str | os.PathLike[str]) -> DicomHeader:
             "(rule: an image of a series has both; the file is truncated or not an image)"
         )
     try:
-        orient = ds.get("ImageOrientationPatient")
-        pos = ds.get("ImagePositionPatient")
+        orient = ds.get("ImageOrientationPatient") or _functional(
+            ds, "PlaneOrientationSequence", "ImageOrientationPatient"
+        )
+        pos = ds.get("ImagePositionPatient") or _functional(
+            ds, "PlanePositionSequence", "ImagePositionPatient"
+        )
         sn = ds.get("SeriesNumber")
         inum = ds.get("InstanceNumber")
         acquired = (
             parse_dicom_datetime(ds.get("AcquisitionDate"), ds.get("AcquisitionTime"))
+            or _parse_dicom_dt(ds.get("AcquisitionDateTime"))
             or parse_dicom_datetime(ds.get("SeriesDate"), ds.get("SeriesTime"))
             or parse_dicom_datetime(ds.get("ContentDate"), ds.get("ContentTime"))
         )
+        scanning, variant = _multi(ds.get("ScanningSequence")), _multi(ds.get("SequenceVariant"))
+        te, tr, ti = (
+            _float(ds.get("EchoTime")),
+            _float(ds.get("RepetitionTime")),
+            _float(ds.get("InversionTime")),
+        )
+        agent = _text(ds.get("ContrastBolusAgent"))
+        if "SharedFunctionalGroupsSequence" in ds or "PerFrameFunctionalGroupsSequence" in ds:
+            e_te, e_tr, e_ti = _enhanced_times(ds)
+            te, tr, ti = te or e_te, tr or e_tr, ti or e_ti
+            if not scanning:
+                scanning, variant = _enhanced_sequence(ds)
+            if not agent:
+                used = _functional(
+                    ds, "ContrastBolusUsageSequence", "ContrastBolusAgentAdministered"
+                )
+                agents = ds.get("ContrastBolusAgentSequence")
+                if _text(used).upper() == "YES" and agents:
+                    agent = _text(agents[0].get("CodeMeaning")) or "administered"
         return DicomHeader(
             path=p,
             sop_uid=sop,
@@ -263,14 +357,14 @@ def read_header(path: str | os.PathLike[str]) -> DicomHeader:
             description=_text(ds.get("SeriesDescription")),
             protocol=_text(ds.get("ProtocolName")),
             image_type=_multi(ds.get("ImageType")),
-            scanning_sequence=_multi(ds.get("ScanningSequence")),
-            sequence_variant=_multi(ds.get("SequenceVariant")),
+            scanning_sequence=scanning,
+            sequence_variant=variant,
             scan_options=_multi(ds.get("ScanOptions")),
-            echo_time_ms=_float(ds.get("EchoTime")),
-            repetition_time_ms=_float(ds.get("RepetitionTime")),
-            inversion_time_ms=_float(ds.get("InversionTime")),
+            echo_time_ms=te,
+            repetition_time_ms=tr,
+            inversion_time_ms=ti,
             acquisition_type=_text(ds.get("MRAcquisitionType")).upper(),
-            contrast_agent=_text(ds.get("ContrastBolusAgent")),
+            contrast_agent=agent,
             contrast_route=_text(ds.get("ContrastBolusRoute")),
             orientation=tuple(round(float(v), 3) for v in orient) if orient else None,
             position=tuple(float(v) for v in pos) if pos else None,

@@ -36,7 +36,12 @@ from typing import Any
 
 import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
+from pydicom.uid import (
+    EnhancedMRImageStorage,
+    ExplicitVRLittleEndian,
+    MRImageStorage,
+    generate_uid,
+)
 
 from ..errors import InputError
 
@@ -45,6 +50,7 @@ __all__ = [
     "SeriesSpec",
     "PRESETS",
     "write_series",
+    "write_enhanced_series",
     "write_localiser",
     "lps_geometry",
 ]
@@ -419,6 +425,161 @@ def write_series(
         ds.save_as(path, enforce_file_format=True)
         paths.append(path)
     return paths
+
+
+def _item(**values: Any) -> Dataset:
+    item = Dataset()
+    for key, value in values.items():
+        setattr(item, key, value)
+    return item
+
+
+def write_enhanced_series(
+    spec: SeriesSpec,
+    out_dir: str | os.PathLike[str],
+    identity: DicomIdentity | None = None,
+    *,
+    uid_seed: str = "lesionq-test",
+    file_name: str | None = None,
+) -> Path:
+    """Write one series as a single Enhanced MR Image (multi-frame) file.
+
+    As modern scanners export it: no classic ``EchoTime``/``RepetitionTime``/
+    ``InversionTime``/``ScanningSequence``/``ImagePositionPatient`` at the top
+    level; times, orientation and pixel spacing in the shared functional groups,
+    each frame's position in its per-frame group, ``EchoPulseSequence`` and
+    ``InversionRecovery`` instead of the sequence codes. Frame ``k`` is slice
+    ``k`` of ``spec.volume`` (same geometry as :func:`write_series`).
+
+    Returns
+    -------
+    Path
+        The file (``IM_<series>_enhanced.dcm`` by default).
+    """
+    identity = DicomIdentity() if identity is None else identity
+    vol = np.asarray(spec.volume)
+    if vol.ndim != 3:
+        raise InputError(f"series {spec.series_number}: volume must be 3-D, got {vol.shape}")
+    pix = np.rint(vol).astype(np.int16)
+    if not np.array_equal(pix, vol):
+        raise InputError(f"series {spec.series_number}: values must be integral int16")
+    nx, ny, nz = vol.shape
+    orient, spacing, _ = lps_geometry(spec.affine)
+    lps_aff = np.diag([-1.0, -1.0, 1.0, 1.0]) @ np.asarray(spec.affine, dtype=float)
+    study_uid = generate_uid(entropy_srcs=[uid_seed, "study"])
+    frame_uid = generate_uid(entropy_srcs=[uid_seed, "frame"])
+    series_uid = spec.series_uid or generate_uid(
+        entropy_srcs=[uid_seed, "series", str(spec.series_number)]
+    )
+    sop_uid = generate_uid(entropy_srcs=[series_uid, "sop", "enhanced"])
+    date = spec.acquisition_date or identity.study_date
+    ds = _base_dataset(identity, study_uid, frame_uid)
+    ds.SOPClassUID = EnhancedMRImageStorage
+    ds.SOPInstanceUID = sop_uid
+    ds.SeriesInstanceUID = series_uid
+    ds.SeriesNumber = spec.series_number
+    ds.InstanceNumber = 1
+    ds.SeriesDescription = spec.description
+    ds.ProtocolName = spec.protocol_name or spec.description
+    ds.ImageType = list(spec.image_type)
+    ds.MRAcquisitionType = spec.acquisition_type
+    seq = set(spec.scanning_sequence)
+    ds.EchoPulseSequence = "BOTH" if {"SE", "GR"} <= seq else "GRADIENT" if "GR" in seq else "SPIN"
+    ds.InversionRecovery = "YES" if "IR" in seq else "NO"
+    ds.EchoPlanarPulseSequence = "YES" if "EP" in seq else "NO"
+    ds.AcquisitionDateTime = f"{date}{spec.acquisition_time}"
+    ds.ContentDate = date
+    ds.ContentTime = spec.acquisition_time
+    ds.SeriesDate = date
+    ds.SeriesTime = spec.acquisition_time
+    ds.NumberOfFrames = nz
+    ds.Rows = ny
+    ds.Columns = nx
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.BitsAllocated = 16
+    ds.BitsStored = 16
+    ds.HighBit = 15
+    ds.PixelRepresentation = 1
+    modifier = _item(InversionRecovery="YES" if "IR" in seq else "NO")
+    if spec.inversion_time_ms is not None:
+        modifier.InversionTimes = [float(spec.inversion_time_ms)]
+    shared = _item(
+        PixelMeasuresSequence=[
+            _item(
+                PixelSpacing=[_ds(spacing[1]), _ds(spacing[0])],
+                SliceThickness=_ds(spacing[2]),
+                SpacingBetweenSlices=_ds(spacing[2]),
+            )
+        ],
+        PlaneOrientationSequence=[_item(ImageOrientationPatient=[_ds(v) for v in orient])],
+        MRTimingAndRelatedParametersSequence=[
+            _item(
+                RepetitionTime=float(spec.repetition_time_ms),
+                FlipAngle=float(spec.flip_angle_deg),
+                EchoTrainLength=1,
+            )
+        ],
+        MREchoSequence=[_item(EffectiveEchoTime=float(spec.echo_time_ms))],
+        MRModifierSequence=[modifier],
+        PixelValueTransformationSequence=[
+            _item(RescaleIntercept="0", RescaleSlope="1", RescaleType="US")
+        ],
+    )
+    if spec.contrast_agent is not None:
+        ds.ContrastBolusAgentSequence = [
+            _item(
+                CodeValue="C-B0300", CodingSchemeDesignator="SRT", CodeMeaning=spec.contrast_agent
+            )  # fmt: skip
+        ]
+        shared.ContrastBolusUsageSequence = [
+            _item(ContrastBolusAgentNumber=1, ContrastBolusAgentAdministered="YES")
+        ]
+    ds.SharedFunctionalGroupsSequence = [shared]
+    frames = []
+    for k in range(nz):
+        pos = (lps_aff @ np.array([0.0, 0.0, float(k), 1.0]))[:3]
+        frames.append(
+            _item(
+                PlanePositionSequence=[_item(ImagePositionPatient=[_ds(v) for v in pos])],
+                FrameContentSequence=[
+                    _item(
+                        FrameAcquisitionDateTime=f"{date}{spec.acquisition_time}",
+                        StackID="1",
+                        InStackPositionNumber=k + 1,
+                        DimensionIndexValues=[1, k + 1],
+                    )
+                ],
+            )
+        )
+    ds.PerFrameFunctionalGroupsSequence = frames
+    dim_uid = generate_uid(entropy_srcs=[series_uid, "dimensions"])
+    ds.DimensionOrganizationSequence = [_item(DimensionOrganizationUID=dim_uid)]
+    ds.DimensionIndexSequence = [
+        _item(
+            DimensionOrganizationUID=dim_uid,
+            DimensionIndexPointer=0x00209056,
+            FunctionalGroupPointer=0x00209111,
+        ),  # fmt: skip  (StackID, FrameContent)
+        _item(
+            DimensionOrganizationUID=dim_uid,
+            DimensionIndexPointer=0x00209057,
+            FunctionalGroupPointer=0x00209111,
+        ),  # fmt: skip  (InStackPositionNumber)
+    ]
+    ds.PixelData = np.ascontiguousarray(pix.transpose(2, 1, 0)).astype("<i2").tobytes()
+    for key, value in spec.extra.items():
+        setattr(ds, key, value)
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = EnhancedMRImageStorage
+    meta.MediaStorageSOPInstanceUID = sop_uid
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta = meta
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / (file_name or f"IM_{spec.series_number:04d}_enhanced.dcm")
+    ds.save_as(path, enforce_file_format=True)
+    return path
 
 
 def write_localiser(
