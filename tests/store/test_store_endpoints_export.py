@@ -96,8 +96,47 @@ def test_export_errors(db: ResultsDB, tmp_path) -> None:  # noqa: ANN001
     with pytest.raises(InputError, match="suffix"):
         export_table(db, tmp_path / "endpoints.xlsx")
     with pytest.raises(InputError, match="table must be"):
-        export_table(db, tmp_path / "x.tsv", table="runs")
+        export_table(db, tmp_path / "x.tsv", table="subjects")
     with pytest.raises(InputError, match="format must be"):
         export_table(db, tmp_path / "x.out", fmt="json")
     path = export_table(db, tmp_path / "endpoints.out", fmt="csv")
     assert path.read_text() == "\n"  # empty table, no columns
+
+
+@pytest.mark.parametrize("suffix", [".tsv", ".parquet"])
+def test_export_of_the_audit_trail(db: ResultsDB, tmp_path, suffix: str) -> None:  # noqa: ANN001
+    """runs, ledger and audit export every row; JSON columns become JSON text."""
+    import json
+
+    run = start_run(db)
+    record(db, run, visit_row("sub-01", "ses-01"))
+    db.add_ledger(
+        run,
+        participant_id="sub-01",
+        session_id="ses-01",
+        step="visit",
+        outcome="ok",
+        duration_s=1.5,
+    )
+    db.finish_run(run, status="finished", n_ok=1, n_failed=0, n_skipped=0)
+    read = read_tsv if suffix == ".tsv" else pd.read_parquet
+    runs = read(export_table(db, tmp_path / f"runs{suffix}", table="runs"))
+    assert runs["id"].tolist() == [run] and runs["status"].tolist() == ["finished"]
+    assert json.loads(runs["settings"].iloc[0]) == db.run(run)["settings"]
+    ledger = read(export_table(db, tmp_path / f"ledger{suffix}", table="ledger"))
+    assert ledger["outcome"].tolist() == ["ok"] and ledger["participant_id"].tolist() == ["sub-01"]
+    audit = read(export_table(db, tmp_path / f"audit{suffix}", table="audit"))
+    log = db.audit_log()
+    assert audit["action"].tolist() == log["action"].tolist() and len(audit) >= 1
+    for got, want in zip(audit["after"], log["after"], strict=True):
+        assert (json.loads(got) if isinstance(got, str) else None) == want
+
+
+def test_cli_export_choices_are_the_export_tables() -> None:
+    from lesionq.cli.main import build_parser
+    from lesionq.store.export import EXPORT_TABLES
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    table = next(a for a in sub.choices["export"]._actions if a.dest == "table")
+    assert tuple(table.choices) == EXPORT_TABLES

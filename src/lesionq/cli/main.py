@@ -196,9 +196,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     exp.add_argument(
         "--table",
-        choices=["endpoints", "visits", "lesions"],
+        choices=["endpoints", "visits", "lesions", "runs", "ledger", "audit"],  # EXPORT_TABLES
         default="endpoints",
-        help="which table (default: the trial endpoint table)",
+        help="which table (default: the trial endpoint table); runs, ledger and audit are "
+        "the audit trail (every run, its per-visit outcomes, the audit log)",
     )
     exp.add_argument(
         "--format",

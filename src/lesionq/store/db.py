@@ -391,6 +391,11 @@ class ResultsDB:
             r = conn.execute(sa.select(Run.__table__).where(Run.id == run_id)).mappings().first()
         return dict(r) if r is not None else None
 
+    def runs_table(self) -> pd.DataFrame:
+        """Every run, oldest first (``settings`` as a dict or None)."""
+        q = sa.select(Run.__table__).order_by(Run.id)
+        return self._frame(q, [c.name for c in Run.__table__.columns])
+
     def last_interrupted_run(self) -> dict[str, Any] | None:
         """The most recent run whose status is 'running' or 'interrupted' (for ``--resume``).
 

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import io
+import json
 import logging
+import math
 import os
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -18,8 +21,11 @@ __all__ = ["EXPORT_TABLES", "EXPORT_FORMATS", "export_table", "table_frame", "wr
 
 LOGGER = logging.getLogger(__name__)
 
-#: Tables that can be exported.
-EXPORT_TABLES: tuple[str, ...] = ("endpoints", "visits", "lesions")
+#: Tables that can be exported: the current results, then the audit trail (every run,
+#: the per-visit run ledger, the append-only audit log).
+EXPORT_TABLES: tuple[str, ...] = ("endpoints", "visits", "lesions", "runs", "ledger", "audit")
+#: Columns of the audit-trail tables that hold JSON objects (exported as JSON text).
+_JSON_COLUMNS: tuple[str, ...] = ("settings", "before", "after")
 #: Formats and the file suffixes that select them.
 EXPORT_FORMATS: dict[str, tuple[str, ...]] = {
     "tsv": (".tsv",),
@@ -28,15 +34,35 @@ EXPORT_FORMATS: dict[str, tuple[str, ...]] = {
 }
 
 
+def _json_text(value: Any) -> str | None:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+
+
 def table_frame(db: ResultsDB, table: str) -> pd.DataFrame:
-    """The current ``endpoints``, ``visits`` or ``lesions`` table of the database."""
-    if table == "endpoints":
-        return db.endpoints_table()
-    if table == "visits":
-        return db.visits_table()
-    if table == "lesions":
-        return db.lesions_table()
-    raise InputError(f"export: table must be one of {EXPORT_TABLES}, got {table!r}")
+    """A table of the database, as exported (one of :data:`EXPORT_TABLES`).
+
+    ``endpoints``, ``visits``, ``lesions``: the current rows; ``runs``: every run;
+    ``ledger``: every run's per-visit outcomes; ``audit``: the audit log. JSON
+    columns (``settings``, ``before``, ``after``) become compact JSON text with
+    sorted keys, so every format holds them the same way.
+    """
+    frames = {
+        "endpoints": db.endpoints_table,
+        "visits": db.visits_table,
+        "lesions": db.lesions_table,
+        "runs": db.runs_table,
+        "ledger": db.ledger,
+        "audit": db.audit_log,
+    }
+    if table not in frames:
+        raise InputError(f"export: table must be one of {EXPORT_TABLES}, got {table!r}")
+    df = frames[table]()
+    for col in _JSON_COLUMNS:
+        if table in ("runs", "audit") and col in df.columns:
+            df[col] = df[col].map(_json_text).astype(object)
+    return df
 
 
 def _format(dest: Path, fmt: str | None) -> str:
@@ -69,9 +95,8 @@ def export_table(
     db : ResultsDB
     dest : path-like
         Destination file (its folder is created when missing).
-    table : {'endpoints', 'visits', 'lesions'}
-        The current rows of that table (see :meth:`ResultsDB.endpoints_table`,
-        :meth:`ResultsDB.visits_table`, :meth:`ResultsDB.lesions_table`).
+    table : {'endpoints', 'visits', 'lesions', 'runs', 'ledger', 'audit'}
+        See :func:`table_frame`.
     fmt : {'tsv', 'csv', 'parquet'}, optional
         Default: from the suffix of ``dest``. TSV writes ``n/a`` for missing
         values (as :func:`lesionq.io.tables.write_tsv`), CSV an empty field,
