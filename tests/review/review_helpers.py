@@ -89,6 +89,10 @@ def write_visit(out: Path, sub: str, ses: str, *, gd: bool) -> list[dict[str, An
     _save(output_path(out, sub, ses, "flair_preproc"), flair)
     _save(output_path(out, sub, ses, "t2_labels"), t2)
     rows = [_lesion(i, "T2", t2 == i) for i in range(1, int(t2.max()) + 1)]
+    if sub == "01":  # longitudinal outputs: lesion 2 is new since the previous visit
+        change = np.where(t2 == 2, 1, 0).astype(np.int32)
+        _save(output_path(out, sub, ses, "newenlarging_labels"), change)
+        _save(output_path(out, sub, ses, "previous_flair"), np.where(t2 == 2, 100.0, flair))
     if gd:
         g = np.zeros(SHAPE, np.int32)
         g[8:10, 8:10, 3] = 1

@@ -37,6 +37,26 @@ def test_slice_png_and_clamping(clients, env_sqlite) -> None:  # noqa: ANN001
     assert c.get("/visits/999/slice").status_code == 404
 
 
+def test_change_and_previous_overlays(clients, env_sqlite) -> None:  # noqa: ANN001
+    """New/enlarging outlines on this visit's FLAIR and on the previous visit's; offered
+    only where the longitudinal outputs exist; no lesion-id highlight on change ids."""
+    c = clients()
+    login(c, "reader1")
+    vid = env_sqlite.visit_ids["sub-01"]
+    page = c.get(f"/visits/{vid}", params={"overlay": "change", "lesion": "T2:2"}).text
+    assert '<option value="change" selected>' in page and '<option value="previous">' in page
+    assert "highlight=" not in page  # T2 lesion 2 is not change id 2
+    cur = c.get(f"/visits/{vid}/slice", params={"overlay": "change", "index": 3})
+    prev = c.get(f"/visits/{vid}/slice", params={"overlay": "previous", "index": 3})
+    t2 = c.get(f"/visits/{vid}/slice", params={"overlay": "t2", "index": 3})
+    assert cur.status_code == prev.status_code == 200
+    assert len({cur.content, prev.content, t2.content}) == 3  # three different pictures
+    vid2 = env_sqlite.visit_ids["sub-02"]
+    assert c.get(f"/visits/{vid2}/slice", params={"overlay": "change"}).status_code == 404
+    assert c.get(f"/visits/{vid2}/slice", params={"overlay": "previous"}).status_code == 404
+    assert 'value="change"' not in c.get(f"/visits/{vid2}").text
+
+
 def test_visit_page_starts_at_the_highlighted_lesion(clients, env_sqlite) -> None:  # noqa: ANN001
     c = clients()
     login(c, "reader1")

@@ -410,6 +410,11 @@ def create_app(
 
     # ------------------------------------------------------------------ visit
 
+    def available(st: state.ReviewState, overlay: str) -> bool:
+        """Whether the visit has the images of ``overlay`` (its label image too, if any)."""
+        bg, lab = _slice_sources(out_root, st.visit.participant_id, st.visit.session_id, overlay)
+        return bg is not None and (OVERLAYS[overlay].labels is None or lab is not None)
+
     def viewer(
         st: state.ReviewState, axis: str, index: int | None, overlay: str, highlight: str
     ) -> dict[str, Any]:
@@ -422,12 +427,7 @@ def create_app(
             "available": bg is not None,
             "axis": axis,
             "overlay": overlay,
-            "overlays": [
-                o
-                for o in OVERLAYS
-                if _slice_sources(out_root, st.visit.participant_id, st.visit.session_id, o)[0]
-                is not None
-            ],
+            "overlays": [o for o in OVERLAYS if available(st, o)],
             "axes": list(AXES),
             "highlight": highlight,
             "has_labels": lab is not None,
@@ -453,9 +453,7 @@ def create_app(
         info.update(index=min(max(int(index), 0), n - 1), n=n)
         info["hl_id"] = (
             hl_key.lesion_id
-            if hl_key is not None
-            and OVERLAYS[overlay][1] is not None
-            and hl_key.label == ("Gd" if overlay == "gd" else "T2")
+            if hl_key is not None and hl_key.label == OVERLAYS[overlay].lesion_label
             else None
         )
         return info
@@ -563,8 +561,10 @@ def create_app(
         if overlay not in OVERLAYS:
             raise state.ReviewRefused(400, f"overlay must be one of {sorted(OVERLAYS)}")
         bg, lab = _slice_sources(out_root, st.visit.participant_id, st.visit.session_id, overlay)
-        if bg is None or (OVERLAYS[overlay][1] is not None and lab is None):
+        if bg is None or not available(st, overlay):
             raise state.ReviewRefused(404, f"{st.visit.title}: no {overlay} images for the viewer")
+        if OVERLAYS[overlay].lesion_label is None:
+            highlight = None  # the label image holds change ids, not lesion ids
         png, k, n = cache.render(bg, lab, axis, index, highlight=highlight, convention=convention)
         return Response(
             png,

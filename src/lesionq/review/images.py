@@ -15,6 +15,7 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -25,6 +26,7 @@ from ..qc.slices import AXES, intensity_window
 
 __all__ = [
     "OVERLAYS",
+    "Overlay",
     "figure_files",
     "resolve_figure",
     "inside",
@@ -36,11 +38,29 @@ __all__ = [
 
 LOGGER = logging.getLogger(__name__)
 
-#: Slice-viewer overlays: background image key, label image key (of ``OUTPUTS``).
-OVERLAYS: dict[str, tuple[str, str | None]] = {
-    "t2": ("flair_preproc", "t2_labels"),
-    "gd": ("t1ce_coreg", "gd_labels"),
-    "none": ("flair_preproc", None),
+
+class Overlay(NamedTuple):
+    """A slice-viewer overlay: output keys (of ``OUTPUTS``) of its images.
+
+    ``lesion_label`` names the lesions (``lesions.tsv`` label) whose ids the
+    label image holds, so that one of them can be highlighted; None when the
+    label image holds other ids (the change ids of ``desc-newenlarging_lesions.tsv``).
+    """
+
+    background: str
+    labels: str | None
+    lesion_label: str | None
+
+
+#: Slice-viewer overlays, in menu order. ``change`` and ``previous`` show the new and
+#: enlarging lesions since the previous visit on this visit's FLAIR and on the previous
+#: visit's FLAIR resampled onto this grid (flip between them to judge a change).
+OVERLAYS: dict[str, Overlay] = {
+    "t2": Overlay("flair_preproc", "t2_labels", "T2"),
+    "gd": Overlay("t1ce_coreg", "gd_labels", "Gd"),
+    "change": Overlay("flair_preproc", "newenlarging_labels", None),
+    "previous": Overlay("previous_flair", "newenlarging_labels", None),
+    "none": Overlay("flair_preproc", None, None),
 }
 _FIGURE_MEDIA = {"png": "image/png", "svg": "image/svg+xml"}
 
@@ -95,7 +115,7 @@ def slice_sources(
     out_root: Path, participant_id: str, session_id: str | None, overlay: str
 ) -> tuple[Path | None, Path | None]:
     """(background image, label image) of an overlay; None for files missing or outside."""
-    bg_key, lab_key = OVERLAYS[overlay]
+    bg_key, lab_key, _ = OVERLAYS[overlay]
     sub, ses = _labels(participant_id, session_id)
     bg = inside(out_root, output_path(out_root, sub, ses, bg_key))
     lab = None if lab_key is None else inside(out_root, output_path(out_root, sub, ses, lab_key))
