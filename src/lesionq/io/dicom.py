@@ -237,9 +237,9 @@ def _enhanced_sequence(ds: Any) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """Classic ``ScanningSequence``/``SequenceVariant`` of an enhanced MR header.
 
     Enhanced MR replaces them with ``EchoPulseSequence`` (SPIN, GRADIENT, BOTH),
-    ``InversionRecovery`` (YES/NO) and ``EchoPlanarPulseSequence`` (YES/NO), and
-    ``MagnetizationTransfer``/``Spoiling`` for the variant; mapped here onto the
-    classic codes (SE, GR, IR, EP; SP, MP) the classifier reads.
+    ``InversionRecovery`` (YES/NO), ``EchoPlanarPulseSequence`` (YES/NO) and
+    ``Spoiling``; mapped here onto the classic codes the classifier reads
+    (SE, GR, IR, EP; variant SP for spoiled, MP for magnetisation-prepared).
     """
     scanning: list[str] = []
     echo = _text(ds.get("EchoPulseSequence")).upper()
