@@ -189,6 +189,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_review_parsers(sub)
 
+    st = sub.add_parser(
+        "status",
+        help="summarise a results database: runs, failed visits and why, review progress",
+        description="Exit code 0 when no current visit result failed, 1 otherwise.",
+    )
+    st.add_argument(
+        "--db", required=True, metavar="URL", help="results database URL or SQLite path"
+    )
+
     exp = sub.add_parser("export", help="write a table of the results database")
     exp.add_argument("dest", type=Path, help="output file (.tsv, .csv or .parquet)")
     exp.add_argument(
@@ -315,15 +324,33 @@ def _db_url(text: str) -> str:
     return text if "://" in text else f"sqlite:///{Path(text).resolve()}"
 
 
-def _cmd_export(args: argparse.Namespace) -> int:
-    from ..batch.tables import export
+def _open_existing_db(text: str) -> Any:
+    """Open the results database of ``--db``; a missing SQLite file is an error."""
     from ..errors import MissingInputError
     from ..store import ResultsDB
 
-    url = _db_url(args.db)
+    url = _db_url(text)
     if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).is_file():
-        raise MissingInputError(f"--db {args.db}: no such SQLite results database")
-    db = ResultsDB.open(url)
+        raise MissingInputError(f"--db {text}: no such SQLite results database")
+    return ResultsDB.open(url)
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    from ..batch.status import dataset_status, format_status
+
+    db = _open_existing_db(args.db)
+    try:
+        status = dataset_status(db)
+        print(format_status(status, db.url_display))
+    finally:
+        db.close()
+    return 0 if status.ok else 1
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from ..batch.tables import export
+
+    db = _open_existing_db(args.db)
     try:
         path = export(db, args.dest, table=args.table, fmt=args.fmt)
     finally:
@@ -353,6 +380,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_ingest(args)
         if args.command == "export":
             return _cmd_export(args)
+        if args.command == "status":
+            return _cmd_status(args)
         if args.command in ("review", "reader"):
             from ..review.cli import run_review_command
 
