@@ -485,7 +485,11 @@ def bench_cs07_real(subj, truth, truth_path, aff, seg_kw, sec, quick, report) ->
             ("FLAIR+T1+priors (no T2)", dict(t1=im["t1"], priors=subj.priors)),
             ("FLAIR+T1+T2, priors=None", dict(t1=im["t1"], t2=im["t2"])),
             ("FLAIR+T2+priors (no T1)", dict(t2=im["t2"], priors=subj.priors)),
-            ("FLAIR only", {}),
+            (
+                "FLAIR+priors (no T1, no T2: the pipeline on a FLAIR-only visit)",
+                dict(priors=subj.priors),
+            ),  # fmt: skip
+            ("FLAIR only, no priors", {}),
         ]
         for name, kw in configs:
             res, sec2 = run_seg(im["flair"], subj.brain, subj.vs, **kw, **seg_kw)
