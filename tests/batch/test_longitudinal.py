@@ -464,10 +464,13 @@ def test_sample_data_change_and_registration_against_truth(tmp_path):
     registration within 0.5 mm of the known head motion.
 
     A planted change missed by the visit's cross-sectional segmentation cannot be
-    reported with ``candidate_scope = "adjacent"``; such misses are allowed here but
-    bounded (one, at the FLAIR-only visit phantom02 ses-03, measured 2026-11-25) and
-    reported in benchmarks/results/longitudinal.md. Every planted change that the
-    segmentation did see must be reported.
+    reported with ``candidate_scope = "adjacent"``; such misses are allowed here only at
+    the FLAIR-only visit phantom02 ses-03 (where the atlas does not fit the synthetic
+    anatomy and the white-matter-shell rule rejects lesions), at most its two planted
+    changes, and reported in benchmarks/results/longitudinal.md. Measured: one missed
+    on 2026-11-25, both since the no-T1 tissue-model refit of 2026-11-26, which lifted
+    real FLAIR-only segmentation (sub-cs07 without T1: F1 0.33 -> 0.54); a trade-off
+    taken knowingly. Every planted change that the segmentation did see must be reported.
     """
     settings = load_protocol("mesems_testing")
     out = tmp_path / "out"
@@ -483,5 +486,7 @@ def test_sample_data_change_and_registration_against_truth(tmp_path):
     ]
     assert not bad, report
     n_planted = sum(len(r["planted"]) for r in results)
-    n_missed = sum(len(r["missed"]) for r in results)
-    assert n_planted >= 10 and n_missed <= 1, report
+    assert n_planted >= 10, report
+    missed_at = {r["visit"] for r in results if r["missed"]}
+    assert missed_at <= {"sub-phantom02 ses-03"}, report
+    assert sum(len(r["missed"]) for r in results) <= 2, report
