@@ -60,7 +60,7 @@ def table_frame(db: ResultsDB, table: str) -> pd.DataFrame:
         raise InputError(f"export: table must be one of {EXPORT_TABLES}, got {table!r}")
     df = frames[table]()
     for col in _JSON_COLUMNS:
-        if table in ("runs", "audit") and col in df.columns:
+        if col in df.columns:
             df[col] = df[col].map(_json_text).astype(object)
     return df
 

@@ -53,6 +53,7 @@ __all__ = [
     "write_enhanced_series",
     "write_localiser",
     "lps_geometry",
+    "source_indices",
 ]
 
 #: Acquisition parameters of typical clinical series (Siemens-like names), by kind.
@@ -260,6 +261,33 @@ def lps_geometry(affine: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray
     return np.concatenate([unit[:, 0], unit[:, 1]]), spacing, flip @ a[:3, 3]
 
 
+def source_indices(
+    image_affine: np.ndarray, image_shape: Sequence[int], source_affine: np.ndarray
+) -> tuple[np.ndarray, float]:
+    """Where each voxel centre of a converted image falls on the grid it was written from.
+
+    Parameters
+    ----------
+    image_affine, source_affine : ndarray, shape (4, 4)
+        Voxel -> world RAS+ mm of the converted image and of the source volume.
+    image_shape : sequence of 3 int
+
+    Returns
+    -------
+    ijk : ndarray of int, shape (3, N)
+        Nearest source voxel of every image voxel (C order of ``image_shape``).
+    max_offset : float
+        Largest distance, in source voxels along any axis, of an image voxel centre
+        from its nearest source voxel centre (0 for a lossless conversion).
+    """
+    ijk = np.indices(tuple(image_shape)).reshape(3, -1)
+    src = (np.linalg.inv(source_affine) @ image_affine @ np.vstack([ijk, np.ones(ijk.shape[1])]))[
+        :3
+    ]
+    nearest = np.rint(src)
+    return nearest.astype(int), float(np.abs(src - nearest).max())
+
+
 def _ds(value: float) -> str:
     """DICOM DS string (<= 16 characters)."""
     text = f"{value:.10g}"
@@ -302,6 +330,29 @@ def _base_dataset(identity: DicomIdentity, study_uid: str, frame_uid: str) -> Da
     return ds
 
 
+def _pixels(spec: SeriesSpec) -> np.ndarray:
+    """The series volume as int16, checked (3-D, integral values in range)."""
+    vol = np.asarray(spec.volume)
+    if vol.ndim != 3:
+        raise InputError(f"series {spec.series_number}: volume must be 3-D, got {vol.shape}")
+    pix = np.rint(vol).astype(np.int16)
+    if not np.array_equal(pix, vol):
+        raise InputError(f"series {spec.series_number}: values must be integral int16")
+    return pix
+
+
+def _uids(spec: SeriesSpec, uid_seed: str) -> tuple[str, str, str]:
+    """Study, frame-of-reference and series UIDs (the same seed gives the same study)."""
+    series_uid = spec.series_uid or generate_uid(
+        entropy_srcs=[uid_seed, "series", str(spec.series_number)]
+    )
+    return (
+        generate_uid(entropy_srcs=[uid_seed, "study"]),
+        generate_uid(entropy_srcs=[uid_seed, "frame"]),
+        series_uid,
+    )
+
+
 def write_series(
     spec: SeriesSpec,
     out_dir: str | os.PathLike[str],
@@ -338,13 +389,8 @@ def write_series(
         wrong number of file names.
     """
     identity = DicomIdentity() if identity is None else identity
-    vol = np.asarray(spec.volume)
-    if vol.ndim != 3:
-        raise InputError(f"series {spec.series_number}: volume must be 3-D, got {vol.shape}")
-    pix = np.rint(vol).astype(np.int16)
-    if not np.array_equal(pix, vol):
-        raise InputError(f"series {spec.series_number}: values must be integral int16")
-    nx, ny, nz = vol.shape
+    pix = _pixels(spec)
+    nx, ny, nz = pix.shape
     names = (
         [f"IM_{spec.series_number:04d}_{k:04d}.dcm" for k in range(nz)]
         if file_names is None
@@ -355,11 +401,7 @@ def write_series(
     orient, spacing, origin = lps_geometry(spec.affine)
     lps_aff = np.diag([-1.0, -1.0, 1.0, 1.0]) @ np.asarray(spec.affine, dtype=float)
     normal = np.cross(orient[:3], orient[3:])
-    study_uid = generate_uid(entropy_srcs=[uid_seed, "study"])
-    frame_uid = generate_uid(entropy_srcs=[uid_seed, "frame"])
-    series_uid = spec.series_uid or generate_uid(
-        entropy_srcs=[uid_seed, "series", str(spec.series_number)]
-    )
+    study_uid, frame_uid, series_uid = _uids(spec, uid_seed)
     date = spec.acquisition_date or identity.study_date
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -457,20 +499,11 @@ def write_enhanced_series(
         The file (``IM_<series>_enhanced.dcm`` by default).
     """
     identity = DicomIdentity() if identity is None else identity
-    vol = np.asarray(spec.volume)
-    if vol.ndim != 3:
-        raise InputError(f"series {spec.series_number}: volume must be 3-D, got {vol.shape}")
-    pix = np.rint(vol).astype(np.int16)
-    if not np.array_equal(pix, vol):
-        raise InputError(f"series {spec.series_number}: values must be integral int16")
-    nx, ny, nz = vol.shape
+    pix = _pixels(spec)
+    nx, ny, nz = pix.shape
     orient, spacing, _ = lps_geometry(spec.affine)
     lps_aff = np.diag([-1.0, -1.0, 1.0, 1.0]) @ np.asarray(spec.affine, dtype=float)
-    study_uid = generate_uid(entropy_srcs=[uid_seed, "study"])
-    frame_uid = generate_uid(entropy_srcs=[uid_seed, "frame"])
-    series_uid = spec.series_uid or generate_uid(
-        entropy_srcs=[uid_seed, "series", str(spec.series_number)]
-    )
+    study_uid, frame_uid, series_uid = _uids(spec, uid_seed)
     sop_uid = generate_uid(entropy_srcs=[series_uid, "sop", "enhanced"])
     date = spec.acquisition_date or identity.study_date
     ds = _base_dataset(identity, study_uid, frame_uid)
