@@ -312,6 +312,7 @@ def segment_t2_volumes(
         t2=None if t2 is None else np.asarray(t2.array, dtype=np.float32),
         priors=prior_arrays,
         min_volume_mm3=float(min_volume_mm3),
+        n_threads=int(n_threads),
         **dict(segmentation),
     )
     return Segmented(
@@ -417,7 +418,7 @@ def protocol_functions() -> dict[str, tuple[Any, tuple[str, ...]]]:
         "brain": (brain_mask, ()),
         "registration": (estimate_rigid, ("trust_same_grid", "fixed_mask")),
         "template": (register_template, ("enabled",)),
-        "segmentation": (segment_lesions, ("min_volume_mm3",)),
+        "segmentation": (segment_lesions, ("min_volume_mm3", "n_threads")),
         "lesions": (label_lesions, ()),
         "location": (classify_locations, ()),
         # estimate_affine instead when mode = "affine" (see validate_settings)

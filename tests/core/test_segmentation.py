@@ -171,6 +171,44 @@ def test_local_reference_absorbs_residual_bias_field(phantom: Phantom) -> None:
     _check_found(res, phantom, tol=0.6)
 
 
+def test_threads_do_not_change_the_result(phantom: Phantom) -> None:
+    """n_threads > 1 smooths through dask.array slabs: the same bits as one thread."""
+    kw = dict(t1=phantom.t1, t2=phantom.t2, priors=phantom.priors, background_sigma_mm=10.0)
+    one = segment_lesions(phantom.flair, phantom.brain, phantom.voxel_size_mm, **kw)
+    two = segment_lesions(phantom.flair, phantom.brain, phantom.voxel_size_mm, n_threads=2, **kw)
+    np.testing.assert_array_equal(one.probability, two.probability)
+    np.testing.assert_array_equal(one.mask, two.mask)
+    assert repr(one.candidates) == repr(two.candidates)  # NaN fields compare by text
+
+
+def test_flair_only_location_rule_needs_atlas_white_matter(phantom: Phantom) -> None:
+    """Without a T1, shell voxels count as WM only where the atlas WM prior agrees.
+
+    The atlas here claims grey matter around the planted lesions (WM prior 0):
+    with ``wm_prior_min`` > 0 a FLAIR-only run rejects them by the location rule,
+    a run with a T1 (whose tissue model is trusted) is unaffected.
+    """
+    wrong = {k: v.copy() for k, v in phantom.priors.items()}
+    around = ndi.binary_dilation(np.any(phantom.lesions, axis=0), iterations=5)
+    wrong["wm"][around] = 0.0
+    wrong["gm"][around] = 1.0
+    kw = dict(priors=wrong, wm_prior_min=0.3)
+    flair_only = segment_lesions(phantom.flair, phantom.brain, phantom.voxel_size_mm, **kw)
+    assert not flair_only.mask.any()
+    assert {c.reason for c in flair_only.candidates if c.peak_z >= 4.0} <= {"location", "csf"}
+    # with a T1 the gate is not applied: the same result whatever wm_prior_min
+    with_t1 = segment_lesions(phantom.flair, phantom.brain, phantom.voxel_size_mm, t1=phantom.t1, **kw)
+    t1_ungated = segment_lesions(
+        phantom.flair, phantom.brain, phantom.voxel_size_mm, t1=phantom.t1, priors=wrong
+    )
+    assert with_t1.mask.any()
+    np.testing.assert_array_equal(with_t1.mask, t1_ungated.mask)
+    ignored = segment_lesions(
+        phantom.flair, phantom.brain, phantom.voxel_size_mm, priors=wrong, wm_prior_min=0.0
+    )
+    assert ignored.mask.any()
+
+
 def test_no_lesions_gives_empty_mask() -> None:
     ph = make_phantom(lesions_mm=())
     res = segment_lesions(ph.flair, ph.brain, ph.voxel_size_mm, t1=ph.t1, t2=ph.t2)

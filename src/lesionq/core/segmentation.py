@@ -34,7 +34,10 @@ tissue noise, so nothing depends on the scanner's intensity scale.
    within ``wm_shell_mm`` around it are white matter (lesions sit in or
    against white matter; cortical and deep-grey hyperintensities are wrapped
    in GM; CSF is left out so that periventricular and confluent lesions,
-   half wrapped in ventricle, are judged by the tissue they do touch); (d) a candidate lying mostly (``csf_near_fraction``) within
+   half wrapped in ventricle, are judged by the tissue they do touch; without a
+   T1, a shell voxel counts as white matter only where the atlas WM prior is
+   at least ``wm_prior_min`` as well, since a FLAIR-only mixture can take the
+   cortex for white matter); (d) a candidate lying mostly (``csf_near_fraction``) within
    ``csf_near_mm`` of CSF needs a stronger peak, ``csf_near_seed_z``: the
    ependymal lining, periventricular caps, septum pellucidum and choroid
    plexus are bright on FLAIR in healthy brains. Requiring CSF to be dark on
@@ -65,6 +68,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from ..errors import GeometryError, InputError, ProcessingError
+from .chunked import gaussian_filter_slabs
 from .geometry import check_image as _check_image
 from .geometry import check_voxel_size as _check_voxel_size
 from .geometry import ellipsoid_footprint as _ellipsoid
@@ -187,7 +191,7 @@ def _check_params(p: Mapping[str, Any]) -> None:
         raise InputError(
             f"segmentation parameter threshold must be in (0, 1), got {p['threshold']!r}"
         )
-    for k in ("csf_max_probability", "wm_shell_min", "csf_near_fraction"):
+    for k in ("csf_max_probability", "wm_shell_min", "csf_near_fraction", "wm_prior_min"):
         if not 0.0 <= p[k] <= 1.0:
             raise InputError(f"segmentation parameter {k} must be in [0, 1], got {p[k]!r}")
     for k in ("candidate_z", "seed_z", "grow_z", "t2_min_z", "csf_near_seed_z"):
@@ -213,19 +217,35 @@ def _sigma_vox(sigma_mm: float, vs: Sequence[float]) -> tuple[float, ...]:
     return tuple(sigma_mm / v for v in vs)
 
 
-def _smooth(a: np.ndarray, sigma_mm: float, vs: Sequence[float]) -> np.ndarray:
-    return ndi.gaussian_filter(
-        a.astype(np.float32, copy=False), _sigma_vox(sigma_mm, vs), mode="constant"
-    )
+def _smooth(
+    a: np.ndarray, sigma_mm: float, vs: Sequence[float], n_threads: int = 1
+) -> np.ndarray:
+    """Gaussian smoothing (sigma in mm, zero outside the grid) on ``n_threads`` threads.
+
+    With more than one thread the volume goes through the dask.array twin
+    :func:`lesionq.core.chunked.gaussian_filter_slabs` (bit-identical to scipy's;
+    slabs without halo, since the local-background kernel is 40 voxels wide).
+    """
+    a32 = a.astype(np.float32, copy=False)
+    sig = _sigma_vox(sigma_mm, vs)
+    if n_threads <= 1:
+        return ndi.gaussian_filter(a32, sig, mode="constant")
+    return gaussian_filter_slabs(a32, sig, num_workers=n_threads, mode="constant")
 
 
 def _local_offset(
-    img: np.ndarray, ref: np.ndarray, median: float, sd: float, sigma_mm: float, vs: Sequence[float]
+    img: np.ndarray,
+    ref: np.ndarray,
+    median: float,
+    sd: float,
+    sigma_mm: float,
+    vs: Sequence[float],
+    n_threads: int = 1,
 ) -> np.ndarray:
     """Local reference-tissue level minus the global median (normalised convolution)."""
     ok = ref & (np.abs(img - median) < 3.0 * sd)
-    den = _smooth(ok.astype(np.float32), sigma_mm, vs)
-    num = _smooth(np.where(ok, img, 0.0).astype(np.float32), sigma_mm, vs)
+    den = _smooth(ok.astype(np.float32), sigma_mm, vs, n_threads)
+    num = _smooth(np.where(ok, img, 0.0).astype(np.float32), sigma_mm, vs, n_threads)
     local = num / np.maximum(den, 1e-6)
     return np.where(den > 0.05, local - median, 0.0).astype(np.float32)
 
@@ -312,11 +332,14 @@ def evidence_maps(
     background_sigma_mm: float = 0.0,
     prior_floor: float = 0.2,
     tissue_iterations: int = 25,
+    n_threads: int = 1,
 ) -> EvidenceMaps:
     """Tissue model and voxel-wise FLAIR (and T2) evidence maps (steps 1-3 of the method).
 
     Parameters are those of :func:`segment_lesions`, which validates them; this
     function assumes valid, same-grid float inputs and a bool brain mask.
+    ``n_threads > 1`` runs the Gaussian smoothing (context and local background)
+    chunked through dask.array on that many threads; the result is identical.
 
     Returns
     -------
@@ -382,7 +405,9 @@ def evidence_maps(
         corrected = img
         if background_sigma_mm > 0:
             # local WM level (residual bias field) removed, then the statistics redone
-            corrected = img - _local_offset(img, hard_wm, mw, sw, background_sigma_mm, vs)
+            corrected = img - _local_offset(
+                img, hard_wm, mw, sw, background_sigma_mm, vs, n_threads
+            )
             mw, sw = robust_location_scale(corrected[hard_wm])
             mg, sg = robust_location_scale(corrected[hard_gm])
         return (mw, sw, mg, sg), corrected
@@ -390,8 +415,8 @@ def evidence_maps(
     stats, fl = stats_for(flair)
     z_wm = np.where(brain_mask, (fl - stats[0]) / stats[1], 0.0).astype(np.float32)
     # tissue context: WM/GM posteriors smoothed over a context_sigma_mm neighbourhood
-    w_wm = _smooth(np.where(brain_mask, wm, 0.0), context_sigma_mm, vs)
-    w_gm = _smooth(np.where(brain_mask, gm, 0.0), context_sigma_mm, vs)
+    w_wm = _smooth(np.where(brain_mask, wm, 0.0), context_sigma_mm, vs, n_threads)
+    w_gm = _smooth(np.where(brain_mask, gm, 0.0), context_sigma_mm, vs, n_threads)
     tot = w_wm + w_gm
     w_wm = np.where(tot > 1e-3, w_wm / np.maximum(tot, 1e-6), 1.0)
     w_gm = np.where(tot > 1e-3, w_gm / np.maximum(tot, 1e-6), 0.0)
@@ -433,6 +458,8 @@ def segment_lesions(
     csf_near_mm: float = 2.0,
     csf_near_fraction: float = 0.5,
     csf_near_seed_z: float = 7.0,
+    wm_prior_min: float = 0.0,
+    n_threads: int = 1,
 ) -> SegmentationResult:
     """Segment T2/FLAIR hyperintense (MS) lesions of one visit.
 
@@ -495,6 +522,15 @@ def segment_lesions(
     csf_near_seed_z : float
         ... needs a peak ``z_context`` of at least this (ependymal lining,
         frontal/occipital caps, septum and choroid plexus are bright on FLAIR).
+    wm_prior_min : float
+        Without a T1 only: a shell voxel counts as white matter for the location
+        rule only where the atlas WM prior is at least this (0 = the tissue
+        model alone). With the FLAIR as its only contrast the mixture cannot
+        tell cortex from white matter on some acquisitions (raw 2D FLAIR:
+        cortical false lesions with WM posterior 0.99 and atlas GM prior 0.6-0.7).
+    n_threads : int
+        Threads for the per-voxel smoothing (dask.array chunks when > 1); the
+        result does not depend on it.
 
     Returns
     -------
@@ -518,9 +554,11 @@ def segment_lesions(
         background_sigma_mm=background_sigma_mm, probability_scale_z=probability_scale_z,
         prior_floor=prior_floor, tissue_iterations=tissue_iterations,
         csf_near_mm=csf_near_mm, csf_near_fraction=csf_near_fraction,
-        csf_near_seed_z=csf_near_seed_z,
+        csf_near_seed_z=csf_near_seed_z, wm_prior_min=wm_prior_min,
     )  # fmt: skip
     _check_params(params)
+    if not (isinstance(n_threads, int) and n_threads >= 1):
+        raise InputError(f"n_threads must be an int >= 1, got {n_threads!r}")
     vs = _check_voxel_size(voxel_size_mm)
     fl = np.asarray(flair)
     if fl.ndim != 3:
@@ -550,7 +588,7 @@ def segment_lesions(
     ev = evidence_maps(
         fl, mask_in, vs, t1=t1a, t2=t2a, priors=priors, context_sigma_mm=context_sigma_mm,
         background_sigma_mm=background_sigma_mm, prior_floor=prior_floor,
-        tissue_iterations=tissue_iterations,
+        tissue_iterations=tissue_iterations, n_threads=n_threads,
     )  # fmt: skip
     min_vox = min_voxels_for_mm3(min_volume_mm3, vs)
     vv = voxel_volume_mm3(vs)
@@ -569,7 +607,10 @@ def segment_lesions(
     if n_cand:
         idx = np.arange(1, n_cand + 1)
         sizes = np.bincount(cand_lab.ravel(), minlength=n_cand + 1)[1:]
-        peak = np.asarray(ndi.maximum(ev.z_context, cand_lab, idx), dtype=float)
+        # per-candidate peak (np.maximum.at over labelled voxels; ndi.maximum sorts the volume)
+        inside = cand_lab > 0
+        peak = np.full(n_cand, -np.inf)
+        np.maximum.at(peak, cand_lab[inside] - 1, ev.z_context[inside].astype(float))
         t2m = (
             np.asarray(ndi.mean(ev.t2_context, cand_lab, idx), dtype=float)
             if ev.t2_context is not None
@@ -584,9 +625,10 @@ def segment_lesions(
             # CSF is left out of the shell: a periventricular lesion is half wrapped in
             # ventricle, and a confluent one would otherwise fail the rule (measured:
             # an 8 mL injected confluent lesion in sub-cs07 rejected at 0.40)
-            shell_all = _shell_fraction(
-                sub, n_cand, mask_in & (ev.wm > 0.5), wm_shell_mm, vs, exclude=csf_mask
-            )
+            wm_target = mask_in & (ev.wm > 0.5)
+            if priors is not None and t1 is None and wm_prior_min > 0:
+                wm_target &= np.asarray(priors["wm"]) >= wm_prior_min
+            shell_all = _shell_fraction(sub, n_cand, wm_target, wm_shell_mm, vs, exclude=csf_mask)
             shell[strong] = shell_all[strong]
             csf_dist = _inner_distance_mm(~csf_mask, vs)
             near = ndi.mean((csf_dist <= csf_near_mm).astype(np.float32), cand_lab, idx)
