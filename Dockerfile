@@ -16,6 +16,8 @@ ENV PIP_NO_CACHE_DIR=1 \
 # dependency resolution does not pull a CUDA build.
 RUN pip install --index-url https://download.pytorch.org/whl/cpu "torch==${TORCH_VERSION}"
 
+# pipelines/ and atlases/ are copied for the build: src/lesionq/data links to them, and the
+# installed package holds them as package data (no LESIONQ_* variable needed at run time)
 WORKDIR /opt/lesionq
 COPY pyproject.toml README.md ./
 COPY src ./src
@@ -24,13 +26,12 @@ COPY atlases ./atlases
 COPY sample_data ./sample_data
 RUN pip install . \
     && python -c "import lesionq, deepbet, SimpleITK, nipype, pydicom, sqlalchemy, alembic, fastapi" \
+    && python -c "from lesionq.config import load_protocol; from lesionq.io.atlas import load_atlas; load_protocol('mesems_v1'); load_atlas()" \
     && (dcm2niix -v >/dev/null; test $? -eq 3)
 
 # Run-time environment: no network, pinned BLAS / ITK threads (lesionq hands its own
 # thread budget down with --n-procs), nipype's version check off.
-ENV LESIONQ_PIPELINES=/opt/lesionq/pipelines \
-    LESIONQ_ATLASES=/opt/lesionq/atlases \
-    NIPYPE_NO_ET=1 \
+ENV NIPYPE_NO_ET=1 \
     OMP_NUM_THREADS=1 \
     OPENBLAS_NUM_THREADS=1 \
     MKL_NUM_THREADS=1 \

@@ -11,7 +11,7 @@ PIP     = $(PY) -m pip
 TORCH  ?= torch==2.13.0
 SAMPLE_OUT ?= out/sample
 
-.PHONY: install install-test sample test test-all lint clean
+.PHONY: install install-test sample test test-all lint wheel-check clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,11 @@ test: install-test
 
 test-all: install-test
 	$(VENV)/bin/python -m pytest -q -m "slow or not slow"
+
+# Build the wheel, install it into a fresh environment outside the checkout and run it from
+# outside (lesionq check and run on the sample data, no LESIONQ_* variables): .ci/wheel-check.sh
+wheel-check:
+	PYTHON=$(PYTHON) TORCH=$(TORCH) .ci/wheel-check.sh
 
 lint: install-test
 	$(VENV)/bin/ruff check src tests benchmarks sample_data atlases

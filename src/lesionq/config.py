@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import importlib.resources
 import inspect
 import json
 import os
@@ -22,41 +23,74 @@ from typing import Any
 
 from .errors import ConfigError
 
-__all__ = ["Settings", "load_protocol", "pipelines_dir", "atlases_dir", "DEFAULT_PROTOCOL"]
+__all__ = [
+    "Settings",
+    "load_protocol",
+    "pipelines_dir",
+    "atlases_dir",
+    "atlas_manifest_info",
+    "DEFAULT_PROTOCOL",
+    "DEFAULT_ATLAS",
+]
 
 #: Protocol used when none is named.
 DEFAULT_PROTOCOL = "mesems_v1"
 
+#: Folder name of the run-time atlas under :func:`atlases_dir`.
+DEFAULT_ATLAS = "mni152_2009a"
+
 _REQUIRED_SECTIONS = ("protocol",)
 
 
-def _repo_dir(name: str, env: str) -> Path:
-    """Locate a top-level data folder (``pipelines`` or ``atlases``).
+def _data_dir(name: str, env: str) -> Path:
+    """Locate a run-time data folder (``pipelines`` or ``atlases``).
 
-    Order: the environment variable ``env``; then the folder ``name`` in the
-    source tree the package was installed from (editable installs, the Docker
-    image, a git checkout).
+    Order: the environment variable ``env``; then the package data
+    ``lesionq/data/<name>`` (read through :mod:`importlib.resources`), which a
+    wheel holds as files and a source checkout as symbolic links to the
+    top-level ``pipelines/`` and ``atlases/<atlas>/`` folders (the one copy of
+    them; an editable install reads them there).
     """
     if os.environ.get(env):
         return Path(os.environ[env]).expanduser().resolve()
-    here = Path(__file__).resolve()
-    for parent in here.parents:
-        cand = parent / name
-        if cand.is_dir() and (parent / "pyproject.toml").is_file():
-            return cand
+    res = importlib.resources.files("lesionq") / "data" / name
+    if isinstance(res, Path) and res.is_dir():
+        return res
     raise ConfigError(
-        f"cannot find the '{name}' folder: set {env} to its path (searched the parents of {here})"
+        f"cannot find the '{name}' folder: the package data {res} is missing (a broken "
+        f"installation, or a checkout without its symbolic links); set {env} to its path"
     )
 
 
 def pipelines_dir() -> Path:
     """Folder holding the protocol TOML files (``$LESIONQ_PIPELINES`` overrides)."""
-    return _repo_dir("pipelines", "LESIONQ_PIPELINES")
+    return _data_dir("pipelines", "LESIONQ_PIPELINES")
 
 
 def atlases_dir() -> Path:
     """Folder holding the run-time atlases (``$LESIONQ_ATLASES`` overrides)."""
-    return _repo_dir("atlases", "LESIONQ_ATLASES")
+    return _data_dir("atlases", "LESIONQ_ATLASES")
+
+
+def atlas_manifest_info() -> tuple[str, str] | None:
+    """Path and sha256 of the run-time atlas's ``manifest.json``.
+
+    The manifest lists the sha256 of every atlas file and
+    :func:`lesionq.io.atlas.load_atlas` checks each file against it before use,
+    so its own sha256 identifies the atlas a run uses. None when there is no
+    manifest (the visits then fail with the reason when they load the atlas).
+
+    Returns
+    -------
+    tuple of (str, str) or None
+        ``(path, sha256 hex)`` of ``atlases_dir() / DEFAULT_ATLAS / "manifest.json"``.
+    """
+    try:
+        path = atlases_dir() / DEFAULT_ATLAS / "manifest.json"
+        blob = path.read_bytes()
+    except (ConfigError, OSError):
+        return None
+    return str(path), hashlib.sha256(blob).hexdigest()
 
 
 def _freeze(obj: Any) -> Any:
@@ -87,11 +121,20 @@ class Settings:
         Path of the TOML file it came from (not part of the hash).
     sections : Mapping[str, Mapping[str, Any]]
         Read-only view of every TOML section.
+    atlas_sha256 : str or None
+        sha256 of the run-time atlas's ``manifest.json`` when the protocol was
+        loaded (see :func:`atlas_manifest_info`); part of :meth:`hash`, so another
+        atlas (``$LESIONQ_ATLASES``) makes finished visits out of date. None
+        when there was no atlas.
+    atlas_manifest : str or None
+        Path of that manifest (not part of the hash).
     """
 
     name: str
     source: str
     sections: Mapping[str, Any] = field(repr=False)
+    atlas_sha256: str | None = None
+    atlas_manifest: str | None = field(default=None, compare=False)
 
     def section(self, name: str) -> Mapping[str, Any]:
         """Return one section (an empty mapping when the protocol has none)."""
@@ -103,11 +146,18 @@ class Settings:
 
     def __reduce__(self) -> tuple[Any, ...]:
         """Pickle as plain data (read-only mappings do not pickle): dask ships settings to workers."""
-        return (_settings_from_plain, (self.name, self.source, self.dump()))
+        return (
+            _settings_from_plain,
+            (self.name, self.source, self.dump(), self.atlas_sha256, self.atlas_manifest),
+        )
 
     def hash(self) -> str:
-        """sha256 (hex) of the canonical JSON of :meth:`dump`; identifies a settings set."""
-        blob = json.dumps(self.dump(), sort_keys=True, separators=(",", ":"))
+        """sha256 (hex) of the canonical JSON of :meth:`dump` and :attr:`atlas_sha256`.
+
+        Identifies a settings set: the protocol values and the atlas they run with.
+        """
+        body = {"atlas_manifest_sha256": self.atlas_sha256, "settings": self.dump()}
+        blob = json.dumps(body, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()
 
     def with_overrides(self, overrides: Mapping[str, Any]) -> Settings:
@@ -136,7 +186,9 @@ class Settings:
                     f"override {dotted!r}: expected a value like {old!r}, got {value!r}"
                 )
             data[sec][key] = value
-        return Settings(self.name, self.source, _freeze(data))
+        return Settings(
+            self.name, self.source, _freeze(data), self.atlas_sha256, self.atlas_manifest
+        )
 
     def kwargs_for(
         self, section: str, func: Callable[..., Any], *, exclude: tuple[str, ...] = ()
@@ -164,9 +216,15 @@ class Settings:
         return out
 
 
-def _settings_from_plain(name: str, source: str, sections: Mapping[str, Any]) -> Settings:
+def _settings_from_plain(
+    name: str,
+    source: str,
+    sections: Mapping[str, Any],
+    atlas_sha256: str | None = None,
+    atlas_manifest: str | None = None,
+) -> Settings:
     """Rebuild :class:`Settings` from :meth:`Settings.dump` output (used by pickle)."""
-    return Settings(name=name, source=source, sections=_freeze(sections))
+    return Settings(name, source, _freeze(sections), atlas_sha256, atlas_manifest)
 
 
 def load_protocol(name_or_path: str | os.PathLike[str] | None = None) -> Settings:
@@ -181,6 +239,8 @@ def load_protocol(name_or_path: str | os.PathLike[str] | None = None) -> Setting
     Returns
     -------
     Settings
+        With the sha256 of the run-time atlas's manifest (:func:`atlas_manifest_info`,
+        read now: ``$LESIONQ_ATLASES`` or the bundled atlas).
 
     Raises
     ------
@@ -206,4 +266,5 @@ def load_protocol(name_or_path: str | os.PathLike[str] | None = None) -> Setting
     name = data["protocol"].get("name")
     if not isinstance(name, str) or not name:
         raise ConfigError(f"protocol {path}: [protocol] name must be a non-empty string")
-    return Settings(name=name, source=str(path.resolve()), sections=_freeze(data))
+    atlas_path, atlas_sha256 = atlas_manifest_info() or (None, None)
+    return Settings(name, str(path.resolve()), _freeze(data), atlas_sha256, atlas_path)

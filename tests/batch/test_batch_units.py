@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import multiprocessing as mp
 import shutil
 import time
@@ -12,6 +13,8 @@ import pytest
 from lesionq.batch.executor import default_workers
 from lesionq.batch.fingerprint import fingerprint_visit
 from lesionq.batch.locks import SubjectBusy, subject_lock, tables_lock
+from lesionq.batch.subject import SubjectJob, _up_to_date
+from lesionq.config import DEFAULT_ATLAS, atlases_dir, load_protocol
 from lesionq.io.bids import discover
 from lesionq.io.derivatives import remove_stale_temporaries
 from lesionq.io.nifti import atomic_path, is_partial_file
@@ -58,6 +61,41 @@ def test_fingerprint_of_an_unreadable_scan_still_exists(tmp_path):
     t1 = [s for s in fp.scans if s.contrast == "t1"][0]
     assert t1.sha256 == "unreadable:FileNotFoundError"
     assert t1.size_bytes == -1
+
+
+def test_another_atlas_makes_a_finished_visit_out_of_date(tmp_path, monkeypatch):
+    monkeypatch.delenv("LESIONQ_ATLASES", raising=False)
+    root = _copy_subject(tmp_path)
+    visit = discover(root)[0]
+    inputs_sha256 = fingerprint_visit(visit, root).inputs_sha256
+    bundled = load_protocol("mesems_testing")
+    # the visit's current result, computed with the bundled atlas (failed: no outputs needed)
+    current = {
+        "inputs_sha256": inputs_sha256,
+        "settings_sha256": bundled.hash(),
+        "status": "failed",
+    }
+
+    def job(settings):
+        return SubjectJob(
+            subject="phantom01",
+            visits=(visit,),
+            bids_dir=root,
+            out_dir=tmp_path / "out",
+            work_dir=tmp_path / "work",
+            settings=settings,
+            db_url="sqlite://",
+            run_id=1,
+        )
+
+    assert _up_to_date(job(bundled), visit, current, inputs_sha256)
+    other = tmp_path / "atlases" / DEFAULT_ATLAS
+    shutil.copytree(atlases_dir() / DEFAULT_ATLAS, other)
+    manifest = json.loads((other / "manifest.json").read_text())
+    manifest["files"][0]["description"] += " (rebuilt)"
+    (other / "manifest.json").write_text(json.dumps(manifest))
+    monkeypatch.setenv("LESIONQ_ATLASES", str(other.parent))
+    assert not _up_to_date(job(load_protocol("mesems_testing")), visit, current, inputs_sha256)
 
 
 def _hold_lock(out: str, ready, release) -> None:

@@ -46,6 +46,9 @@ def test_publish_writes_all_files_with_sidecars_and_replaces_old(tmp_path):
         assert path.is_file()
         side = json.loads(sidecar_path(path).read_text())
         assert side["settings_sha256"] == settings.hash()
+        # the atlas the visit ran with (its manifest's sha256 is in the settings hash)
+        assert side["atlas"]["manifest_sha256"] == settings.atlas_sha256
+        assert side["atlas"]["manifest_sha256"] == sha256_file(side["atlas"]["manifest"])
         assert side["inputs"]["FLAIR"]["sha256"] == sha256_file(src)
         assert side["lesionq_version"]
     # a second publication replaces the whole set (stale outputs disappear)

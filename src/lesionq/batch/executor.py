@@ -167,6 +167,9 @@ def _run_dask(
             processes=True,
             host="127.0.0.1",
             dashboard_address=None,
+            # the workers' own log handlers at WARNING (no INFO chatter from the worker
+            # processes; the command line sets the levels of this process's loggers)
+            silence_logs=logging.WARNING,
         )
         client = Client(cluster)
     else:

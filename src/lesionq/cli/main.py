@@ -52,6 +52,47 @@ def _parse_choice(text: str) -> tuple[tuple[str, str, str], int]:
         ) from None
 
 
+def _add_participant_label(parser: argparse.ArgumentParser, what: str) -> None:
+    """``--participant-label L [L ...]``; repeated flags add up (``action="extend"``)."""
+    parser.add_argument(
+        "--participant-label",
+        "--participant_label",
+        dest="participant_label",
+        action="extend",
+        nargs="+",
+        default=None,
+        metavar="L",
+        help=f"{what}, with or without 'sub-'; repeat the flag or list several "
+        "(default: all); a label that matches no subject is an error",
+    )
+
+
+def _unknown_participants(bids_dir: Path, labels: Sequence[str] | None) -> str | None:
+    """Error message naming the ``--participant-label`` values that match no subject.
+
+    None when every label matches a ``sub-*`` folder of ``bids_dir`` (or no label
+    was given, or ``bids_dir`` is not a folder: the layout checks report that).
+    An invalid label raises :class:`~lesionq.io.bids.BIDSLayoutError`.
+    """
+    from ..io.bids import natural_key, normalise_participant_label
+
+    if not labels or not bids_dir.is_dir():
+        return None
+    subjects = sorted(
+        (d.name[4:] for d in bids_dir.iterdir() if d.is_dir() and d.name.startswith("sub-")),
+        key=natural_key,
+    )
+    wanted = dict.fromkeys(normalise_participant_label(label) for label in labels)
+    missing = [label for label in wanted if label not in subjects]
+    if not missing:
+        return None
+    return (
+        f"--participant-label: no subject {', '.join(repr(m) for m in missing)} in {bids_dir} "
+        f"(rule: a label names a sub-<label> folder; subjects there: "
+        f"{', '.join(subjects) or 'none'})"
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Build the argument parser (exposed for documentation and tests)."""
     from .. import __version__
@@ -74,14 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["participant"],
         help="BIDS-app analysis level (only 'participant')",
     )
-    run.add_argument(
-        "--participant-label",
-        "--participant_label",
-        nargs="+",
-        default=None,
-        metavar="L",
-        help="subjects to process, with or without 'sub-' (default: all)",
-    )
+    _add_participant_label(run, "subjects to process")
     run.add_argument(
         "--pipeline",
         default=None,
@@ -160,9 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     chk = sub.add_parser("check", help="run the input check battery on a BIDS dataset")
     chk.add_argument("bids_dir", type=Path)
-    chk.add_argument(
-        "--participant-label", "--participant_label", nargs="+", default=None, metavar="L"
-    )
+    _add_participant_label(chk, "subjects to check")
 
     ing = sub.add_parser("ingest", help="convert DICOM uploads into a BIDS dataset")
     ing.add_argument("upload_dir", type=Path, help="upload folder: <site>/<subject>/<visit>/...")
@@ -220,17 +252,46 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: Libraries whose INFO lines are chatter on a terminal (dask.distributed's connections,
+#: nannies and worker deaths; nipype's nodes): at WARNING unless ``-v``.
+QUIET_LOGGERS = (
+    "distributed",
+    "dask",
+    "nipype",
+    "nipype.workflow",
+    "nipype.interface",
+    "nipype.utils",
+)
+
+
 def _configure_logging(verbosity: int) -> None:
+    """Configure logging for one command: WARNING, ``-v`` INFO, ``-vv`` DEBUG.
+
+    The libraries of :data:`QUIET_LOGGERS` follow that level (they set INFO on
+    themselves when imported, so their chatter would show without ``-v``).
+    dask.distributed sets its loggers' levels from dask's configuration
+    (``logging.distributed``) when it is imported, which happens later (lazily)
+    here and anew in every dask worker process: that setting is passed through
+    the environment (``DASK_LOGGING__DISTRIBUTED``, inherited by the workers) and,
+    when dask is already imported, through :func:`dask.config.set` as well.
+    """
     level = logging.WARNING if verbosity <= 0 else logging.INFO if verbosity == 1 else logging.DEBUG
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if verbosity < 2:
-        for noisy in ("nipype", "nipype.workflow", "nipype.interface", "nipype.utils"):
-            logging.getLogger(noisy).setLevel(logging.WARNING)
+    name = logging.getLevelName(level).lower()
+    os.environ["DASK_LOGGING__DISTRIBUTED"] = name
+    if "dask.config" in sys.modules:
+        sys.modules["dask.config"].set({"logging.distributed": name})
+    for noisy in QUIET_LOGGERS:
+        logging.getLogger(noisy).setLevel(level)
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
     from ..io.checks import check_dataset, format_findings, has_errors
 
+    unknown = _unknown_participants(args.bids_dir, args.participant_label)
+    if unknown:
+        print(f"lesionq: error: {unknown}", file=sys.stderr)
+        return 2
     findings = check_dataset(args.bids_dir, participant_labels=args.participant_label)
     print(format_findings(findings))
     return 1 if has_errors(findings) else 0
@@ -265,6 +326,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
         report = _ingest(args.bids_dir, bids_dir, None, [])
         if not report.visits:
             return 1
+    unknown = _unknown_participants(bids_dir, args.participant_label)
+    if unknown:
+        print(f"lesionq: error: {unknown}", file=sys.stderr)
+        return 2
     workers = args.workers
     if workers is None:
         subjects = {

@@ -1,11 +1,12 @@
 """The run-time atlas: loading with checksum verification.
 
-The atlas lives in ``atlases/<name>/`` (default ``mni152_2009a``, found through
-:func:`lesionq.config.atlases_dir`, i.e. ``$LESIONQ_ATLASES`` or the
-repository's ``atlases/``), built by ``atlases/build_atlas.py``. Its
-``manifest.json`` lists every file with its sha256; :func:`load_atlas` checks
-each file against it before use and fails loudly on any difference. Nothing is
-ever downloaded.
+The atlas lives in ``atlases/<name>/`` (:data:`DEFAULT_ATLAS`, ``mni152_2009a``,
+found through :func:`lesionq.config.atlases_dir`, i.e. ``$LESIONQ_ATLASES`` or
+the package data, which is the repository's ``atlases/``), built by
+``atlases/build_atlas.py``. Its ``manifest.json`` lists every file with its
+sha256; :func:`load_atlas` checks each file against it before use and fails
+loudly on any difference; the manifest's own sha256 is part of the settings hash
+(:attr:`lesionq.config.Settings.atlas_sha256`). Nothing is ever downloaded.
 
 Storage conventions (see ``atlases/README.md``)
 -----------------------------------------------
@@ -33,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from ..config import atlases_dir
+from ..config import DEFAULT_ATLAS, atlases_dir
 from ..core.location import LOCATION_LABELS
 from ..errors import CorruptFileError, GeometryError, InputError, MissingInputError
 from .nifti import load_image, sha256_file
@@ -41,9 +42,6 @@ from .nifti import load_image, sha256_file
 __all__ = ["DEFAULT_ATLAS", "ATLAS_ROLES", "Atlas", "load_atlas", "verify_atlas"]
 
 log = logging.getLogger(__name__)
-
-#: Folder name of the default atlas under :func:`lesionq.config.atlases_dir`.
-DEFAULT_ATLAS = "mni152_2009a"
 
 #: Manifest roles every atlas must provide, and their on-disk dtypes.
 ATLAS_ROLES: dict[str, str] = {

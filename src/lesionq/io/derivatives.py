@@ -355,6 +355,10 @@ def sidecar_path(path: str | os.PathLike[str]) -> Path:
 def provenance(settings: Settings, inputs: Mapping[str, str | os.PathLike[str]]) -> dict[str, Any]:
     """Provenance block shared by every sidecar.
 
+    ``settings_sha256`` covers the protocol values and the atlas manifest's
+    sha256 (``atlas``: the manifest's path and sha256, see
+    :attr:`lesionq.config.Settings.atlas_sha256`).
+
     Parameters
     ----------
     settings : Settings
@@ -367,6 +371,7 @@ def provenance(settings: Settings, inputs: Mapping[str, str | os.PathLike[str]])
         "protocol": settings.name,
         "settings_sha256": settings.hash(),
         "settings": settings.dump(),
+        "atlas": {"manifest": settings.atlas_manifest, "manifest_sha256": settings.atlas_sha256},
         "inputs": {
             role: {"path": str(Path(p).resolve()), "sha256": sha256_file(p)}
             for role, p in sorted(inputs.items())
