@@ -169,18 +169,14 @@ def prepare(scan: DevScan, protocol: str = "mesems_v1", n_threads: int = 2) -> P
             t1v = co.image
     template = dict(s.section("template"))
     template.pop("enabled", None)
-    pri = atlas_priors(
-        prep.flair, prep.brain_mask, t1=t1v, template=template, n_threads=n_threads
-    )
+    pri = atlas_priors(prep.flair, prep.brain_mask, t1=t1v, template=template, n_threads=n_threads)
     for key in ("wm", "gm", "csf"):
         save_image(pri.maps[key].array, fl_aff, out / f"prior_{key}.nii.gz")
     save_image(pri.maps["location"].array, fl_aff, out / "location.nii.gz", dtype=np.uint8)
     ref = nib_to_sitk(prep.flair.array, fl_aff)
     for k, tp in enumerate(scan.truth_paths(), start=1):
         tr = sitk.ReadImage(str(tp))
-        res = sitk.Resample(
-            tr, ref, sitk.Transform(), sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8
-        )
+        res = sitk.Resample(tr, ref, sitk.Transform(), sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)
         arr, _ = sitk_to_nib(res)
         save_image(arr, fl_aff, out / f"truth{k}.nii.gz", dtype=np.uint8)
     (out / "done.json").write_text(

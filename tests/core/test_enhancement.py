@@ -190,6 +190,56 @@ def test_vessel_edge_and_choroid_rejected(ph: Phantom, full) -> None:
         assert reason in got and "accepted" not in got, (name, got)
 
 
+def _smooth_gain(shape: tuple[int, ...], amplitude: float) -> np.ndarray:
+    """1 + amplitude * a smooth field over the volume (one period over the field of view)."""
+    g = np.meshgrid(*[np.linspace(-1.0, 1.0, n) for n in shape], indexing="ij")
+    return (1.0 + amplitude * np.sin(np.pi * g[0] / 2) * np.cos(np.pi * g[1] / 2)).astype(
+        np.float32
+    )
+
+
+def test_regional_gain_between_pre_and_post_is_absorbed(ph: Phantom, full) -> None:
+    """A +-20 % smooth gain on the post-contrast scan only: same lesions, nothing new.
+
+    Without the regional gain (``gain_sigma_mm=0``) the brightened side of the
+    brain is taken for enhancement, which is what this guards against. The
+    phantom brain is 56 mm across, so the gain's sigma is scaled down with it
+    (8 mm here; 25 mm on a real brain).
+    """
+    post = ph.post * _smooth_gain(ph.post.shape, 0.2)
+    kw = dict(pre=ph.pre, flair=ph.flair, priors=ph.priors, location_map=ph.location)
+    res = segment_enhancing(post, ph.brain, VS, gain_sigma_mm=8.0, **kw)
+    assert res.n_lesions == full.n_lesions == 2
+    assert res.mask[ph.structures["nodular"]].any() and res.mask[ph.structures["ring"]].any()
+    plain = segment_enhancing(post, ph.brain, VS, gain_sigma_mm=0.0, **kw)
+    assert (
+        np.abs(plain.enhancement[ph.brain & ~plain.mask]).max()
+        > np.abs(res.enhancement[ph.brain & ~res.mask]).max()
+    )
+
+
+def test_reference_max_needs_brighter_than_every_nearby_pre_voxel(ph: Phantom, full) -> None:
+    """A 1.5 mm shift of the post-contrast scan: the local-maximum reference adds nothing.
+
+    The shift makes tissue edges look enhancing (post brighter than the pre voxel
+    it now lies over); against the maximum of the pre-contrast reference within
+    1 mm that false enhancement shrinks, while the lesions stay.
+    """
+    post = ndi.shift(ph.post, (1.5, 0.0, 0.0), order=1, mode="nearest").astype(np.float32)
+    kw = dict(pre=ph.pre, flair=ph.flair, priors=ph.priors, location_map=ph.location)
+    res = segment_enhancing(post, ph.brain, VS, reference_max_mm=1.0, **kw)
+    plain = segment_enhancing(post, ph.brain, VS, reference_max_mm=0.0, **kw)
+    structures = ph.structures["nodular"] | ph.structures["ring"]
+    near = ndi.binary_dilation(structures, iterations=3)
+    ids = set(np.unique(res.labels)) - {0}
+    assert ids and ids <= set(np.unique(res.labels[near])) - {0}, "a false Gd+ lesion"
+    planted = np.any(list(ph.structures.values()), axis=0)
+    away = ph.brain & ~ndi.binary_dilation(planted, iterations=3)
+    edge_false = np.percentile(res.enhancement[away], 99.9)
+    assert edge_false < 0.5 * np.percentile(plain.enhancement[away], 99.9)
+    assert len(res.candidates) < len(plain.candidates)
+
+
 def test_without_pre_contrast(ph: Phantom) -> None:
     res = segment_enhancing(
         ph.post, ph.brain, VS, flair=ph.flair, priors=ph.priors, location_map=ph.location

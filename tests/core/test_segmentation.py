@@ -197,7 +197,9 @@ def test_flair_only_location_rule_needs_atlas_white_matter(phantom: Phantom) -> 
     assert not flair_only.mask.any()
     assert {c.reason for c in flair_only.candidates if c.peak_z >= 4.0} <= {"location", "csf"}
     # with a T1 the gate is not applied: the same result whatever wm_prior_min
-    with_t1 = segment_lesions(phantom.flair, phantom.brain, phantom.voxel_size_mm, t1=phantom.t1, **kw)
+    with_t1 = segment_lesions(
+        phantom.flair, phantom.brain, phantom.voxel_size_mm, t1=phantom.t1, **kw
+    )
     t1_ungated = segment_lesions(
         phantom.flair, phantom.brain, phantom.voxel_size_mm, t1=phantom.t1, priors=wrong
     )

@@ -217,9 +217,7 @@ def _sigma_vox(sigma_mm: float, vs: Sequence[float]) -> tuple[float, ...]:
     return tuple(sigma_mm / v for v in vs)
 
 
-def _smooth(
-    a: np.ndarray, sigma_mm: float, vs: Sequence[float], n_threads: int = 1
-) -> np.ndarray:
+def _smooth(a: np.ndarray, sigma_mm: float, vs: Sequence[float], n_threads: int = 1) -> np.ndarray:
     """Gaussian smoothing (sigma in mm, zero outside the grid) on ``n_threads`` threads.
 
     With more than one thread the volume goes through the dask.array twin
