@@ -13,6 +13,7 @@ __all__ = [
     "MissingInputError",
     "GeometryError",
     "ConfigError",
+    "OutputError",
     "ProcessingError",
     "RegistrationError",
 ]
@@ -40,6 +41,10 @@ class GeometryError(InputError):
 
 class ConfigError(LesionQError, ValueError):
     """A pipeline protocol (TOML) or an override is invalid."""
+
+
+class OutputError(LesionQError, OSError):
+    """An output folder cannot be created or written (a file in the way, read-only...)."""
 
 
 class ProcessingError(LesionQError, RuntimeError):

@@ -101,6 +101,9 @@ def _no_leftovers(out: Path) -> None:
         if (p.is_file() and is_partial_file(p)) or p.name.startswith((".anat.staging", ".anat.old"))
     ]
     assert not left, left
+    # a finished run removes its scratch folder, a resumed run its killed predecessor's
+    work = out / ".lesionq-work"
+    assert not work.exists() or not list(work.iterdir()), list(work.iterdir())
 
 
 def _finished_files_are_whole(out: Path) -> None:

@@ -63,6 +63,35 @@ def test_fingerprint_of_an_unreadable_scan_still_exists(tmp_path):
     assert t1.size_bytes == -1
 
 
+def test_fingerprint_of_a_symlink_loop_a_fifo_or_a_folder_exists_without_hanging(tmp_path):
+    """Bad paths get an ``unreadable:`` hash: no exception, and a FIFO is never opened."""
+    import os
+    import threading
+
+    root = _copy_subject(tmp_path)
+    v1 = discover(root)[0]
+    v1.flair.unlink()
+    v1.flair.symlink_to(v1.flair.name)  # a link to itself
+    v1.t2.unlink()
+    os.mkfifo(v1.t2)  # opening it for reading would wait for a writer for ever
+    v1.t1.unlink()
+    v1.t1.mkdir()
+    got: list = []
+    worker = threading.Thread(target=lambda: got.append(fingerprint_visit(v1, root)), daemon=True)
+    worker.start()
+    worker.join(30)
+    if worker.is_alive():  # release the reader stuck on the FIFO before failing
+        os.close(os.open(v1.t2, os.O_WRONLY | os.O_NONBLOCK))
+        worker.join(5)
+        pytest.fail("fingerprint_visit opened the FIFO and hung")
+    (fp,) = got
+    by = {s.contrast: s for s in fp.scans}
+    assert by["flair"].sha256.startswith("unreadable:")
+    assert by["flair"].path == "sub-phantom01/ses-01/anat/sub-phantom01_ses-01_FLAIR.nii.gz"
+    assert by["t2"].sha256 == by["t1"].sha256 == "unreadable:not-a-regular-file"
+    assert by["t1ce"].sha256 != by["flair"].sha256 and by["t1ce"].size_bytes > 0
+
+
 def test_another_atlas_makes_a_finished_visit_out_of_date(tmp_path, monkeypatch):
     monkeypatch.delenv("LESIONQ_ATLASES", raising=False)
     root = _copy_subject(tmp_path)
@@ -232,4 +261,47 @@ def test_resume_leaves_a_live_run_alone_and_closes_a_dead_one(tmp_path) -> None:
         conn.execute(sa.update(Run).where(Run.id == live).values(pid=int(dead_pid)))
     assert _close_interrupted_run(db, said.append) == live
     assert db.run(live)["status"] == "interrupted"
+    db.close()
+
+
+def test_resume_removes_the_scratch_folder_of_the_killed_run(tmp_path) -> None:
+    """``--resume`` of a run whose process is gone removes its ``.lesionq-work/run-<id>``."""
+    import json as _json
+    import subprocess
+    import sys
+
+    import sqlalchemy as sa
+
+    from lesionq.batch.runner import run_dataset
+    from lesionq.store import ResultsDB
+    from lesionq.store.models import Run
+
+    bids = tmp_path / "bids"
+    (bids / "sub-01" / "ses-01" / "anat").mkdir(parents=True)  # no FLAIR: fails at once
+    (bids / "dataset_description.json").write_text(
+        _json.dumps({"Name": "t", "BIDSVersion": "1.9.0"})
+    )
+    out = tmp_path / "out"
+    out.mkdir()
+    db = ResultsDB.open(None, out_dir=out)
+    kw = dict(lesionq_version="t", protocol="p", settings_sha256="s", settings={}, command="c")
+    killed = db.start_run(**kw)
+    dead_pid = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                              capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+    with db.engine.begin() as conn:
+        conn.execute(sa.update(Run).where(Run.id == killed).values(pid=int(dead_pid)))
+    scratch = out / ".lesionq-work" / f"run-{killed}"
+    (scratch / "sub-01" / "node").mkdir(parents=True)
+    (scratch / "sub-01" / "node" / "result.pklz").write_bytes(b"\0" * 4096)
+    other = out / ".lesionq-work" / "run-999"  # not the resumed run's: left alone
+    other.mkdir()
+    said: list[str] = []
+    summary = run_dataset(
+        bids, out, settings=load_protocol("mesems_testing"), resume=True, progress=said.append
+    )
+    assert db.run(summary.run_id)["resumed_from"] == killed
+    assert not scratch.exists()
+    assert any(f"removed the scratch folder {scratch}" in line for line in said), said
+    assert other.is_dir()
+    assert not (out / ".lesionq-work" / f"run-{summary.run_id}").exists()
     db.close()

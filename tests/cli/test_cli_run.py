@@ -95,6 +95,58 @@ def test_a_label_without_a_subject_is_a_usage_error_naming_it(tmp_path, capsys, 
     assert not out.exists()
 
 
+# ----------------------------------------------------------------------------- bad inputs
+
+
+def test_a_symlink_loop_fails_its_visit_and_every_count_agrees(tmp_path, capsys):
+    """A visit whose FLAIR or T2w is a symlink loop gets a failed row naming the file;
+    the run's console, ``lesionq status`` and the run record count the same failures."""
+    bids = _bids(tmp_path / "bids", {"loop": False, "noflair": False})
+    anat1 = bids / "sub-loop" / "ses-01" / "anat"
+    (anat1 / "sub-loop_ses-01_FLAIR.nii.gz").symlink_to("sub-loop_ses-01_FLAIR.nii.gz")
+    anat2 = bids / "sub-loop" / "ses-02" / "anat"
+    anat2.mkdir(parents=True)
+    box = make_block_phantom(shape=(48, 48, 32), voxel_size_mm=(1.0, 1.0, 1.0))
+    write_nifti(np.round(box.image), box.affine, anat2 / "sub-loop_ses-02_FLAIR.nii.gz", np.int16)
+    (anat2 / "a").symlink_to("b")
+    (anat2 / "b").symlink_to("a")
+    (anat2 / "sub-loop_ses-02_T2w.nii.gz").symlink_to("a")
+    out = tmp_path / "out"
+
+    assert main(_run(bids, out, "--workers", "1")) == 1
+    console = capsys.readouterr().out
+    visits = read_tsv(out / "visits.tsv").set_index(["participant_id", "session_id"])
+    assert len(visits) == 3 and (visits["status"] == "failed").all()
+    for ses, name in (("ses-01", "sub-loop_ses-01_FLAIR.nii.gz"), ("ses-02", "sub-loop_ses-02_T2w.nii.gz")):  # fmt: skip
+        reason = visits.loc[("sub-loop", ses), "reason"]
+        assert name in reason and "symlink loop" in reason, reason
+    assert "0 visit(s) ok, 3 failed" in console
+
+    db = str(out / "lesionq.sqlite")
+    assert main(["status", "--db", db]) == 1
+    status = capsys.readouterr().out
+    assert "failed visits (3):" in status and "visits ok/failed/skipped 0/3/0" in status
+    assert status.count("symlink loop") == 2
+
+    assert main(["check", str(bids)]) == 1
+    check = capsys.readouterr().out
+    assert check.count("symlink-loop") == 2
+    assert "datalad" not in check and "annexed" not in check
+
+
+@pytest.mark.parametrize("where", ["under-a-file", "is-a-file"])
+def test_an_output_folder_that_cannot_be_written_is_a_one_line_usage_error(tmp_path, capsys, where):
+    bids = _bids(tmp_path / "bids", {"01": False})
+    blocker = tmp_path / "taken"
+    blocker.write_text("not a folder\n")
+    out = blocker / "out" if where == "under-a-file" else blocker
+    assert main(_run(bids, out, "--workers", "1")) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    assert err.startswith(f"lesionq: error: {out}: the output folder (OUT_DIR) cannot be written")
+    assert f"{blocker} is a file, not a folder" in err and "(fix: " in err
+
+
 # ----------------------------------------------------------------------------- logs
 
 # an INFO line of dask / distributed / nipype, in any of their formats:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Callable, Sequence
+import os
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import nibabel as nib
@@ -106,3 +108,37 @@ def make_visit(bids_root: Path) -> Callable[..., VisitInputs]:
         return VisitInputs(subject=subject, session=session, anat_dir=anat, **paths)
 
     return _make
+
+
+#: uid of ``nobody`` (Debian): who root becomes in :func:`no_access`.
+NOBODY_UID = 65534
+
+
+@pytest.fixture
+def no_access() -> Callable[[Path], contextlib.AbstractContextManager[None]]:
+    """``with no_access(path):`` this process may neither read nor write ``path``.
+
+    Permission bits do not stop root, which is who the tests run as here: for
+    root, the process's effective uid becomes nobody's for the block, and
+    pytest's temporary folders (root's, mode 700) are then out of its reach (a
+    real ``EACCES``, as a user without access meets it). For another user,
+    ``path`` gets mode 000 (a folder: 500, listable but not writable) for the block.
+    """
+
+    @contextlib.contextmanager
+    def block(path: Path) -> Iterator[None]:
+        if os.geteuid() == 0:
+            os.seteuid(NOBODY_UID)
+            try:
+                yield
+            finally:
+                os.seteuid(0)
+            return
+        mode = path.stat().st_mode
+        path.chmod(0o500 if path.is_dir() else 0o000)
+        try:
+            yield
+        finally:
+            path.chmod(mode)
+
+    return block

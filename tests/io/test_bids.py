@@ -11,13 +11,17 @@ import pytest
 from lesionq.errors import InputError
 from lesionq.io.bids import (
     CONTRASTS,
+    ENTITY_ORDER,
     REQUIRED_CONTRASTS,
     BIDSLayoutError,
     VisitInputs,
+    bids_name_problem,
+    contrast_of,
     discover,
     layout_problems,
     normalise_participant_label,
     parse_acq_time,
+    parse_bids_name,
     parse_entities,
 )
 
@@ -181,13 +185,140 @@ def test_duplicates_and_extra(bids_root):
     f1 = _touch(a / "sub-01_ses-01_FLAIR.nii.gz")
     f2 = _touch(a / "sub-01_ses-01_FLAIR.nii")
     t2 = _touch(a / "sub-01_ses-01_T2w.nii.gz")
-    run2 = _touch(a / "sub-01_ses-01_run-2_T2w.nii.gz")
+    t2star = _touch(a / "sub-01_ses-01_T2starw.nii.gz")  # valid BIDS, not a contrast used
     note = _touch(a / "notes.txt")
     _touch(a / ".DS_Store")
     (visit,) = discover(bids_root)
     assert visit.flair is None and visit.t2 == t2
     assert visit.duplicates == (f2, f1)
-    assert visit.extra == (note, run2)
+    assert visit.extra == (note, t2star)
+    assert visit.other_runs == ()
+
+
+def test_runs_of_one_contrast_give_the_highest_run(bids_root):
+    a = _anat(bids_root, "01", "01")
+    runs = [_touch(a / f"sub-01_ses-01_acq-3D_run-{i}_FLAIR.nii.gz") for i in (1, 2, 10)]
+    t1 = [_touch(a / f"sub-01_ses-01_run-{i}_T1w.nii.gz") for i in (1, 2)]
+    (visit,) = discover(bids_root)
+    assert visit.flair == runs[2]  # run 10, not the last in text order
+    assert visit.t1 == t1[1]
+    assert visit.other_runs == tuple(sorted([*runs[:2], t1[0]]))
+    assert visit.duplicates == () and visit.extra == ()
+
+
+@pytest.mark.parametrize(
+    "names",
+    [
+        ["sub-01_ses-01_T2w.nii.gz", "sub-01_ses-01_run-2_T2w.nii.gz"],  # run on one only
+        ["sub-01_ses-01_run-1_T2w.nii.gz", "sub-01_ses-01_run-01_T2w.nii.gz"],  # same run
+        ["sub-01_ses-01_acq-2D_run-1_T2w.nii.gz", "sub-01_ses-01_acq-3D_run-2_T2w.nii.gz"],
+        ["sub-01_ses-01_run-1_T2w.nii", "sub-01_ses-01_run-2_T2w.nii.gz"],
+    ],
+)
+def test_files_that_are_not_runs_of_one_acquisition_are_duplicates(bids_root, names):
+    a = _anat(bids_root, "01", "01")
+    paths = [_touch(a / n) for n in names]
+    (visit,) = discover(bids_root)
+    assert visit.t2 is None and set(visit.duplicates) == set(paths) and not visit.other_runs
+
+
+#: Names of the forms the BIDS specification's examples use (anat, func, fmap; 1.9):
+#: entities in order, suffix, extension.
+SPEC_NAMES = {
+    "sub-01_ses-02_acq-highres_ce-gadolinium_rec-norm_run-1_T1w.nii.gz": (
+        {"sub": "01", "ses": "02", "acq": "highres", "ce": "gadolinium", "rec": "norm", "run": "1"},
+        "T1w",
+        ".nii.gz",
+    ),
+    "sub-01_T1w.nii": ({"sub": "01"}, "T1w", ".nii"),
+    "sub-control01_ses-01_task-rest_acq-fullbrain_run-1_bold.nii.gz": (
+        {"sub": "control01", "ses": "01", "task": "rest", "acq": "fullbrain", "run": "1"},
+        "bold",
+        ".nii.gz",
+    ),
+    "sub-01_ses-01_dir-AP_run-2_epi.nii.gz": (
+        {"sub": "01", "ses": "01", "dir": "AP", "run": "2"},
+        "epi",
+        ".nii.gz",
+    ),
+    "sub-01_inv-1_part-mag_MP2RAGE.nii.gz": (
+        {"sub": "01", "inv": "1", "part": "mag"},
+        "MP2RAGE",
+        ".nii.gz",
+    ),
+    "sub-01_ses-01_task-rest_echo-2_part-phase_bold.nii": (
+        {"sub": "01", "ses": "01", "task": "rest", "echo": "2", "part": "phase"},
+        "bold",
+        ".nii",
+    ),
+    "sub-01_acq-MPRAGE_rec-norm_run-01_T1w.nii.gz": (
+        {"sub": "01", "acq": "MPRAGE", "rec": "norm", "run": "01"},
+        "T1w",
+        ".nii.gz",
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(SPEC_NAMES))
+def test_parse_bids_name_on_examples_of_the_specification(name):
+    entities, suffix, ext = SPEC_NAMES[name]
+    parsed = parse_bids_name(Path("/data/sub-01/anat") / name)
+    assert parsed is not None, bids_name_problem(name)
+    assert list(parsed.entities.items()) == list(entities.items())
+    assert (parsed.suffix, parsed.extension) == (suffix, ext)
+    assert bids_name_problem(name) is None
+
+
+@pytest.mark.parametrize(
+    ("name", "why"),
+    [
+        ("sub-01_run-1_acq-highres_T1w.nii.gz", "acq- comes after run-"),
+        ("sub-01_ses-01_ce-gadolinium_acq-x_T1w.nii.gz", "acq- comes after ce-"),
+        ("ses-01_sub-01_T1w.nii.gz", "comes after"),
+        ("acq-x_T1w.nii.gz", "first entity is not sub-"),
+        ("sub-01_run-1_run-2_T1w.nii.gz", "appears twice"),
+        ("sub-01_foo-bar_T1w.nii.gz", "unknown entity 'foo'"),
+        ("sub-01_run-a_T1w.nii.gz", "index"),
+        ("sub-01_acq-3_D_T1w.nii.gz", "not an entity"),
+        ("sub-0_1_T1w.nii.gz", "not an entity"),
+        ("sub-01_acq-3-D_T1w.nii.gz", "label"),
+        ("sub-01_T1w.mgz", "extension"),
+        ("sub-01_T1w.nii.gz.bak", "extension"),
+        ("T1w.nii.gz", "no entities"),
+        ("sub-01_T1-w.nii.gz", "suffix"),
+    ],
+)
+def test_parse_bids_name_refuses_non_bids_names_and_says_why(name, why):
+    assert parse_bids_name(name) is None
+    assert why in bids_name_problem(name)
+
+
+def test_entity_order_is_the_specifications():
+    core = ["sub", "ses", "task", "acq", "ce", "rec", "dir", "run", "echo", "part"]
+    assert [k for k in ENTITY_ORDER if k in core] == core
+    assert ENTITY_ORDER[0] == "sub" and ENTITY_ORDER[-1] == "desc"
+
+
+@pytest.mark.parametrize(
+    ("name", "contrast"),
+    [
+        ("sub-01_ses-01_FLAIR.nii.gz", "flair"),
+        ("sub-01_ses-01_acq-3D_rec-norm_run-2_FLAIR.nii", "flair"),
+        ("sub-01_T1w.nii.gz", "t1"),
+        ("sub-01_ses-01_ce-gadolinium_T1w.nii.gz", "t1ce"),
+        ("sub-01_ses-01_acq-highres_ce-Gd_rec-norm_run-1_T1w.nii.gz", "t1ce"),
+        ("sub-01_T2w.nii.gz", "t2"),
+        ("sub-01_ce-gadolinium_FLAIR.nii.gz", None),  # a post-contrast FLAIR is not the FLAIR
+        ("sub-01_echo-2_T2w.nii.gz", None),
+        ("sub-01_part-phase_T1w.nii.gz", None),
+        ("sub-01_task-rest_T1w.nii.gz", None),
+        ("sub-01_T2starw.nii.gz", None),
+        ("sub-01_flair.nii.gz", None),
+        ("sub-01_run-1_acq-3D_FLAIR.nii.gz", None),
+    ],
+)
+def test_contrast_of(name, contrast):
+    assert contrast_of(name) == contrast
 
 
 def test_entity_mismatch_is_kept_for_the_checks(bids_root):

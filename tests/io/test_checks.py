@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import gzip
+import os
 from pathlib import Path
 
 import nibabel as nib
@@ -133,6 +134,60 @@ def test_broken_symlink_is_file_missing(tmp_path):
     f = _only(findings, "file-missing")
     assert img is None and f.level == "error" and "symbolic link" in f.message
     _assert_names_file(f, p)
+
+
+def test_dangling_symlink_outside_annex_names_its_target(tmp_path):
+    p = tmp_path / "sub-01_FLAIR.nii.gz"
+    p.symlink_to(tmp_path / "moved" / "flair.nii.gz")
+    f = _only(read_image(p)[1], "file-missing")
+    assert "moved/flair.nii.gz" in f.message and "annex" not in f.message + f.fix
+    _assert_names_file(f, p)
+
+
+@pytest.mark.parametrize("loop", ["self", "pair"])
+def test_symlink_loop_is_named_as_such(tmp_path, loop):
+    p = tmp_path / "sub-01_FLAIR.nii.gz"
+    if loop == "self":
+        p.symlink_to(p.name)
+    else:
+        (tmp_path / "a").symlink_to("b")
+        (tmp_path / "b").symlink_to("a")
+        p.symlink_to("a")
+    img, findings = read_image(p)
+    f = _only(findings, "symlink-loop")
+    assert img is None and f.level == "error" and "symlink loop" in f.message
+    assert "datalad" not in f.fix and "annex" not in f.message
+    _assert_names_file(f, p)
+    with pytest.raises(MissingInputError, match="symlink loop"):
+        raise_on_errors(findings)
+
+
+def test_unreadable_file_is_permission_denied(make_visit, no_access):
+    visit = make_visit()
+    with no_access(visit.flair):
+        img, findings = read_image(visit.flair)
+    f = _only(findings, "permission-denied")
+    assert img is None and f.level == "error" and "permission denied" in f.message
+    assert "re-export" not in f.fix and "read access" in f.fix
+    _assert_names_file(f, visit.flair)
+
+
+@pytest.mark.parametrize("kind", ["folder", "fifo"])
+def test_folder_or_fifo_named_like_the_image_is_not_a_regular_file(bids_root, kind):
+    anat = bids_root / "sub-01" / "ses-01" / "anat"
+    anat.mkdir(parents=True)
+    flair = anat / "sub-01_ses-01_FLAIR.nii.gz"
+    if kind == "folder":
+        flair.mkdir()
+    else:
+        os.mkfifo(flair)  # opening it would wait for a writer for ever
+    (visit,) = discover(bids_root)
+    assert visit.flair == flair
+    findings = check_visit(visit)
+    f = _only(findings, "not-regular-file")
+    assert f.level == "error" and ("folder" if kind == "folder" else "FIFO") in f.message
+    assert "missing-flair" not in _codes(findings) and "file-missing" not in _codes(findings)
+    _assert_names_file(f, flair)
 
 
 # ---------------------------------------------------------------- dimensions and shape
@@ -355,11 +410,61 @@ def test_missing_flair(make_visit):
 
 def test_missing_flair_lists_unrecognised_images(bids_root, write_nifti):
     anat = bids_root / "sub-01" / "ses-01" / "anat"
-    write_nifti(anat / "sub-01_ses-01_acq-3D_FLAIR.nii.gz")
+    write_nifti(anat / "sub-01_ses-01_flair.nii.gz")  # BIDS suffixes are case-sensitive
+    write_nifti(anat / "sub-01_ses-01_run-1_acq-3D_FLAIR.nii.gz")  # entities out of order
     (visit,) = discover(bids_root)
     findings = check_visit(visit)
-    assert "sub-01_ses-01_acq-3D_FLAIR.nii.gz" in _only(findings, "missing-flair").message
-    assert _only(findings, "unrecognised-image").level == "warning"
+    missing = _only(findings, "missing-flair").message
+    assert "sub-01_ses-01_flair.nii.gz" in missing and "run-1_acq-3D" in missing
+    unused = {f.path.name: f for f in findings if f.code == "unrecognised-image"}
+    assert all(f.level == "warning" for f in unused.values())
+    assert "acq- comes after run-" in unused["sub-01_ses-01_run-1_acq-3D_FLAIR.nii.gz"].message
+
+
+def test_acq_ce_rec_run_entities_are_accepted(bids_root, write_nifti, head_data):
+    anat = bids_root / "sub-01" / "ses-01" / "anat"
+    names = {
+        "flair": "sub-01_ses-01_acq-3D_run-1_FLAIR.nii.gz",
+        "t1": "sub-01_ses-01_acq-mprage_rec-norm_T1w.nii.gz",
+        "t2": "sub-01_ses-01_run-01_T2w.nii",
+        "t1ce": "sub-01_ses-01_acq-highres_ce-gadolinium_rec-norm_run-1_T1w.nii.gz",
+    }
+    for i, name in enumerate(names.values()):
+        write_nifti(anat / name, head_data(seed=i))
+    (visit,) = discover(bids_root)
+    assert {k: p.name for k, p in visit.images().items()} == names
+    findings = check_visit(visit)
+    assert not has_errors(findings) and not _codes(findings, "warning"), findings
+
+
+def test_two_runs_of_the_flair_use_the_highest_with_a_warning(bids_root, write_nifti):
+    anat = bids_root / "sub-01" / "ses-01" / "anat"
+    run1 = write_nifti(anat / "sub-01_ses-01_run-1_FLAIR.nii.gz")
+    run2 = write_nifti(anat / "sub-01_ses-01_run-2_FLAIR.nii.gz")
+    (visit,) = discover(bids_root)
+    assert visit.flair == run2 and visit.other_runs == (run1,)
+    findings = check_visit(visit)
+    assert not has_errors(findings)
+    f = _only(findings, "several-runs")
+    assert f.level == "warning" and f.path == run2
+    assert run1.name in f.message and run2.name in f.message and "highest" in f.message
+
+
+def test_duplicate_contrast_fix_is_what_resolves_it(bids_root, write_nifti):
+    anat = bids_root / "sub-01" / "ses-01" / "anat"
+    a = write_nifti(anat / "sub-01_ses-01_acq-2D_FLAIR.nii.gz")
+    b = write_nifti(anat / "sub-01_ses-01_acq-3D_FLAIR.nii.gz")
+    (visit,) = discover(bids_root)
+    f = _only(check_visit(visit), "duplicate-contrast")
+    assert f.level == "error" and a.name in f.message and b.name in f.message
+    assert "run-1" in f.fix and "highest run" in f.fix
+    # doing what the fix says (repeats of one acquisition named by run) resolves it
+    a.rename(anat / "sub-01_ses-01_acq-3D_run-1_FLAIR.nii.gz")
+    b.rename(anat / "sub-01_ses-01_acq-3D_run-2_FLAIR.nii.gz")
+    (visit,) = discover(bids_root)
+    findings = check_visit(visit)
+    assert not has_errors(findings) and _codes(findings, "warning") == {"several-runs"}
+    assert visit.flair.name == "sub-01_ses-01_acq-3D_run-2_FLAIR.nii.gz"
 
 
 def test_duplicate_flair(bids_root, write_nifti):

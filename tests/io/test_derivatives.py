@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 
 import numpy as np
 import pytest
 
 from lesionq.config import load_protocol
+from lesionq.errors import OutputError
 from lesionq.io.derivatives import (
     OUTPUTS,
+    ensure_writable_dir,
     output_path,
     provenance,
     publish_visit,
+    publish_visit_update,
     sidecar_path,
     write_dataset_description,
 )
@@ -72,6 +77,49 @@ def test_publish_failure_leaves_previous_results(tmp_path):
         )
     assert first["t2_mask"].read_bytes() == before
     assert not list(first["t2_mask"].parent.parent.glob(".anat.*"))
+
+
+@pytest.mark.parametrize(("umask", "mode"), [(0o022, 0o755), (0o027, 0o750)])
+def test_published_folders_follow_the_umask(tmp_path, umask, mode):
+    settings = load_protocol("mesems_testing")
+    src = tmp_path / "in.nii.gz"
+    save_image(np.ones((4, 4, 4), np.uint8), np.eye(4), src)
+    prov = provenance(settings, {"FLAIR": src})
+    out = tmp_path / "out"
+    previous = os.umask(umask)
+    try:
+        first = publish_visit(out, "a", "01", {"t2_mask": src}, prov=prov)["t2_mask"]
+        anat = first.parent
+        assert stat.S_IMODE(anat.stat().st_mode) == mode
+        assert stat.S_IMODE(anat.parent.stat().st_mode) == mode  # ses-01, made by mkdir
+        assert stat.S_IMODE(first.stat().st_mode) == 0o666 & ~umask
+        publish_visit_update(out, "a", "01", {"brain_mask": src}, prov=prov)
+        assert stat.S_IMODE(anat.stat().st_mode) == mode
+    finally:
+        os.umask(previous)
+
+
+def test_an_output_folder_under_a_file_cannot_be_written(tmp_path):
+    blocker = tmp_path / "results"
+    blocker.write_text("a file where the output folder's parent should be\n")
+    for out in (blocker / "out", blocker):
+        with pytest.raises(OutputError) as info:
+            ensure_writable_dir(out, what="output folder")
+        text = str(info.value)
+        assert text.startswith(f"{out}: the output folder cannot be written")
+        assert f"{blocker} is a file, not a folder" in text and "(fix: " in text
+    assert ensure_writable_dir(tmp_path / "new" / "out") == tmp_path / "new" / "out"
+    assert list((tmp_path / "new" / "out").iterdir()) == []  # the probe is gone
+
+
+def test_a_folder_without_write_access_fails_the_write_probe(tmp_path, no_access):
+    out = tmp_path / "out"
+    out.mkdir()
+    with no_access(out), pytest.raises(OutputError) as info:
+        ensure_writable_dir(out)
+    text = str(info.value)
+    assert text.startswith(f"{out}: the output folder cannot be written")
+    assert "Permission denied" in text and "(fix: " in text
 
 
 def test_atomic_path_removes_temp_on_error(tmp_path):

@@ -177,7 +177,7 @@ def test_update_longitudinal(db: ResultsDB) -> None:
         dict(r, track_id=i + 1, status="new", status_vs_baseline="new")
         for i, r in enumerate(lesion_rows(2))
     ]
-    db.update_longitudinal("sub-01", "ses-02", fields, tracked)
+    db.update_longitudinal("sub-01", "ses-02", fields, tracked, run_id=run)
     cur = db.current_result("sub-01", "ses-02")
     assert cur["id"] == rid
     assert cur["row"]["new_t2_count"] == 2 and cur["row"]["cua_count"] == 3
@@ -190,10 +190,30 @@ def test_update_longitudinal(db: ResultsDB) -> None:
     assert upd["before"]["new_t2_count"] is None and upd["after"]["new_t2_count"] == 2
     assert "t2_count" not in upd["after"]
     # fields only: lesions untouched
-    db.update_longitudinal("sub-01", "ses-02", {"longitudinal_status": "baseline"}, None)
+    db.update_longitudinal(
+        "sub-01", "ses-02", {"longitudinal_status": "baseline"}, None, run_id=run
+    )
     assert len(db.lesions_table()) == 3
     with pytest.raises(InputError, match="no result recorded"):
-        db.update_longitudinal("sub-09", "ses-01", fields, None)
+        db.update_longitudinal("sub-09", "ses-01", fields, None, run_id=run)
+
+
+def test_longitudinal_update_is_audited_as_the_run_that_made_it(db: ResultsDB) -> None:
+    """A later run redoes a subject's longitudinal step over a visit an earlier run computed."""
+    first = start_run(db)
+    rid = record(db, first, visit_row(session="ses-02"))
+    later = start_run(db)
+    db.update_longitudinal(
+        "sub-01", "ses-02", {"longitudinal_status": "ok", "new_t2_count": 1}, None, run_id=later
+    )
+    log = db.audit_log()
+    upd = log[log["action"] == "visit_result.longitudinal_updated"]
+    assert upd["actor"].tolist() == [f"lesionq run {later}"]
+    assert upd["entity_id"].tolist() == [str(rid)]
+    assert f"result {rid} (of run {first})" in upd["detail"].iloc[0]
+    assert db.current_result("sub-01", "ses-02")["run_id"] == first  # the result stays its own
+    with pytest.raises(TypeError):
+        db.update_longitudinal("sub-01", "ses-02", {}, None)  # the acting run is required
 
 
 def test_bad_inputs_are_refused(db: ResultsDB) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -80,9 +81,12 @@ def fingerprint_visit(visit: VisitInputs, bids_dir: str | os.PathLike[str]) -> V
 
     Notes
     -----
-    A file that cannot be read is hashed as ``unreadable:<error class>`` so the
-    fingerprint still exists (the visit then fails in the check battery with the
-    file named, and is retried once the file changes).
+    Never raises for a bad input file: a file that cannot be read (missing, a
+    broken link or a link loop, permission denied) is hashed as
+    ``unreadable:<error class>``, and one that is not a regular file (a folder, a
+    FIFO: never opened, so nothing hangs) as ``unreadable:not-a-regular-file``,
+    so the fingerprint still exists (the visit then fails in the check battery
+    with the file named, and is retried once the file changes).
     """
     root = Path(bids_dir)
     scans: list[ScanRecord] = []
@@ -91,20 +95,43 @@ def fingerprint_visit(visit: VisitInputs, bids_dir: str | os.PathLike[str]) -> V
         if path is None:
             continue
         try:
-            digest = sha256_file(path)
-            size = path.stat().st_size
+            st = path.stat()
+            if stat.S_ISREG(st.st_mode):
+                digest, size = sha256_file(path), st.st_size
+            else:
+                digest, size = "unreadable:not-a-regular-file", -1
         except OSError as exc:
             digest, size = f"unreadable:{type(exc).__name__}", -1
-        try:
-            rel = path.resolve().relative_to(root.resolve()).as_posix()
-        except ValueError:
-            rel = path.as_posix()
-        scans.append(ScanRecord(contrast, rel, digest, size))
+        scans.append(ScanRecord(contrast, _relative(path, root), digest, size))
     h = hashlib.sha256()
     for scan in sorted(scans, key=lambda s: s.contrast):
         h.update(f"{scan.contrast}:{scan.sha256}\n".encode())
     h.update(f"acq_time:{visit.acq_time or ''}\n".encode())
     return VisitFingerprint(h.hexdigest(), tuple(scans))
+
+
+def _relative(path: Path, root: Path) -> str:
+    """``path`` relative to ``root`` (both resolved), POSIX; the path itself otherwise.
+
+    The file's own links are followed when they can be; a link loop (which
+    :meth:`pathlib.Path.resolve` refuses with ``RuntimeError`` on Python 3.11, an
+    ``OSError`` later) keeps the link's own name inside its resolved folder.
+    """
+    try:
+        base = root.resolve()
+    except (OSError, RuntimeError):
+        base = root.absolute()
+    for candidate in (path, path.parent):
+        try:
+            resolved = candidate.resolve()
+        except (OSError, RuntimeError):
+            continue
+        full = resolved if candidate is path else resolved / path.name
+        try:
+            return full.relative_to(base).as_posix()
+        except ValueError:
+            break
+    return path.as_posix()
 
 
 def outputs_present(out_dir: str | os.PathLike[str], visit: VisitInputs) -> bool:

@@ -34,7 +34,7 @@ from ..config import Settings
 from ..errors import ConfigError, LesionQError, MissingInputError
 from ..io.bids import VisitInputs, discover, participant_sites
 from ..io.checks import check_visit
-from ..io.derivatives import VISITS_TSV, write_dataset_description
+from ..io.derivatives import VISITS_TSV, ensure_writable_dir, write_dataset_description
 
 __all__ = ["RunSummary", "run_dataset", "run_visit", "run_longitudinal"]
 
@@ -337,7 +337,8 @@ def run_dataset(
         among the local workers (1 with a remote scheduler).
     work_dir : path-like, optional
         Scratch root; default ``OUT/.lesionq-work/run-<id>``, removed at the end
-        unless ``keep_work``.
+        unless ``keep_work`` (a resumed run removes the one its killed
+        predecessor left).
     progress : callable, optional
         Called with one human-readable line per visit started / finished.
     db_url : str, optional
@@ -364,6 +365,12 @@ def run_dataset(
     Returns
     -------
     RunSummary
+
+    Raises
+    ------
+    lesionq.errors.OutputError
+        ``out_dir`` (or ``work_dir``) cannot be created or written; checked with
+        a real write before anything else is written.
     """
     from ..steps import validate_settings
     from ..store import ResultsDB
@@ -379,12 +386,16 @@ def run_dataset(
     visits = discover(bids_dir, participant_labels=participant_labels)
     if not visits:
         raise MissingInputError(f"{bids_dir}: no visits with anatomical scans found")
-    out.mkdir(parents=True, exist_ok=True)
+    ensure_writable_dir(out, what="output folder (OUT_DIR)")
+    if work_dir is not None:
+        ensure_writable_dir(work_dir, what="work folder (--work-dir)")
     write_dataset_description(out, source_dir=str(bids_dir))
     db = ResultsDB.open(db_url, out_dir=out)
     resumed_from = None
     if resume:
         resumed_from = _close_interrupted_run(db, progress)
+        if resumed_from is not None:
+            _remove_scratch(out, db.run(resumed_from), progress)
     run_id = db.start_run(
         lesionq_version=__version__,
         protocol=settings.name,
@@ -480,6 +491,37 @@ def _ledger_counts(db: Any, run_id: int) -> dict[str, int]:
         "n_failed": int((visits == "failed").sum()),
         "n_skipped": int(visits.str.startswith("skipped").sum()),
     }
+
+
+def _remove_scratch(out: Path, run: dict[str, Any] | None, progress: ProgressFn | None) -> None:
+    """Remove the default scratch folder ``OUT/.lesionq-work/run-<id>`` of a dead run.
+
+    A killed run cannot remove its own scratch folder (nipype's intermediate
+    files, megabytes per visit); the run that resumes it does. Only called for a
+    run that :func:`_close_interrupted_run` closed; a run recorded on another
+    host is left alone (whether its process is gone cannot be told from here).
+    """
+    import socket
+
+    if run is None:
+        return
+    scratch = out / ".lesionq-work" / f"run-{run['id']}"
+    if not scratch.is_dir():
+        return
+    if run.get("host") != socket.gethostname():
+        LOGGER.warning(
+            "%s: scratch folder of run %s (host %s) left in place; remove it once that run "
+            "is known to be gone",
+            scratch,
+            run["id"],
+            run.get("host"),
+        )
+        return
+    shutil.rmtree(scratch, ignore_errors=True)
+    if scratch.exists():
+        LOGGER.warning("%s: scratch folder of run %s could not be removed", scratch, run["id"])
+    elif progress:
+        progress(f"resume: removed the scratch folder {scratch} of run {run['id']}")
 
 
 def _alive_here(host: str | None, pid: int | None) -> bool:

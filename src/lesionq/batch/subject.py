@@ -189,6 +189,22 @@ def write_visits_table(out_dir: str | os.PathLike[str], db: Any) -> Path:
         return write_tsv(visits_table(db), out / VISITS_TSV)
 
 
+def _fingerprint(visit: VisitInputs, bids_dir: Path) -> tuple[str, list[dict[str, object]]]:
+    """``(inputs_sha256, scans)`` of a visit; never raises, so no visit goes unrecorded.
+
+    :func:`~lesionq.batch.fingerprint.fingerprint_visit` hashes unreadable files
+    as such; should it still fail, the visit is processed anyway (its check
+    battery names the bad file) under a hash that matches no later fingerprint,
+    so the next run looks at it again.
+    """
+    try:
+        fp = fingerprint_visit(visit, bids_dir)
+    except Exception as exc:  # a visit never takes its subject down with it
+        LOGGER.error("%s: inputs could not be fingerprinted: %s", visit.visit_id, exc)
+        return f"unfingerprinted:{type(exc).__name__}"[:64], []  # fits the column
+    return fp.inputs_sha256, [scan.as_dict() for scan in fp.scans]
+
+
 def _up_to_date(
     job: SubjectJob, visit: VisitInputs, current: Mapping[str, Any] | None, inputs_sha256: str
 ) -> bool:
@@ -280,9 +296,9 @@ def _process_locked(job: SubjectJob, db: Any, send: EventFn, t0: float) -> Subje
     computed = False
     for visit in job.visits:
         pid, sid = _ids(visit)
-        fp = fingerprint_visit(visit, job.bids_dir)
+        inputs_sha256, scans = _fingerprint(visit, job.bids_dir)
         current = db.current_result(pid, sid)
-        if current is not None and _up_to_date(job, visit, current, fp.inputs_sha256):
+        if current is not None and _up_to_date(job, visit, current, inputs_sha256):
             db.add_ledger(
                 job.run_id,
                 participant_id=pid,
@@ -305,8 +321,8 @@ def _process_locked(job: SubjectJob, db: Any, send: EventFn, t0: float) -> Subje
         db.record_visit(
             job.run_id,
             row,
-            inputs_sha256=fp.inputs_sha256,
-            scans=[s.as_dict() for s in fp.scans],
+            inputs_sha256=inputs_sha256,
+            scans=scans,
             lesions=_lesion_rows(job.out_dir, visit) if row["status"] == "ok" else [],
             error_class=error_class,
             started_at=started,
@@ -399,7 +415,9 @@ def _longitudinal(
             continue
         pid, sid = _ids(visit)
         fields = {c: row.get(c) for c in LONGITUDINAL_VISIT_COLUMNS}
-        db.update_longitudinal(pid, sid, fields, _lesion_rows(job.out_dir, visit))
+        db.update_longitudinal(
+            pid, sid, fields, _lesion_rows(job.out_dir, visit), run_id=job.run_id
+        )
     subject_failed = all(
         isinstance(r.get("longitudinal_status"), str)
         and r["longitudinal_status"].startswith("failed")

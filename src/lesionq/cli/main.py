@@ -302,6 +302,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from ..batch.runner import run_dataset
     from ..config import load_protocol
     from ..io.bids import discover
+    from ..io.derivatives import ensure_writable_dir
 
     settings = load_protocol(args.pipeline)
     if args.overrides:
@@ -323,6 +324,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
             )
             return 2
         bids_dir = ingest_dir
+        # before the ingest (minutes), not after it: the outputs must have somewhere to go
+        ensure_writable_dir(args.out_dir, what="output folder (OUT_DIR)")
         report = _ingest(args.bids_dir, bids_dir, None, [])
         if not report.visits:
             return 1

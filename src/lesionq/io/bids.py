@@ -13,10 +13,20 @@ lesionq reads raw anatomical images laid out as a BIDS dataset::
 
 ``.nii`` and ``.nii.gz`` are both accepted. A subject without ``ses-*`` folders
 (``sub-<s>/anat/sub-<s>_FLAIR.nii.gz``) is a single visit whose ``session`` is
-``None``. Files are assigned to a contrast by the part of the name after the
-``sub-``/``ses-`` entities; whether those entities match the folders is *not*
-decided here but reported by :mod:`lesionq.io.checks` (``entity-mismatch``), so
-that one ``lesionq check`` run lists every problem of a dataset at once.
+``None``.
+
+File names are parsed by :func:`parse_bids_name` (BIDS entities in the order of
+the specification's entity table, a suffix, an extension). A file is assigned
+to a contrast by its suffix (``FLAIR``, ``T1w``, ``T2w``; a ``T1w`` with a
+``ce-<agent>`` entity is the post-contrast T1w) when its other entities are
+among ``acq-``, ``ce-``, ``rec-`` and ``run-`` (:func:`contrast_of`). When
+several files claim one contrast and differ only in their ``run-<index>``, the
+highest run is used (a repeat after a failed acquisition; the others are kept in
+``VisitInputs.other_runs`` and reported by the checks, ``several-runs``); any
+other clash leaves the contrast unassigned (``duplicate-contrast``). Whether the
+``sub-``/``ses-`` entities match the folders is *not* decided here but reported
+by :mod:`lesionq.io.checks` (``entity-mismatch``), so that one ``lesionq check``
+run lists every problem of a dataset at once.
 
 :func:`discover` only lists files; it opens no image. Problems of the layout
 itself (no subjects, an absent participant, a folder that mixes session and
@@ -54,6 +64,12 @@ __all__ = [
     "parse_acq_time",
     "participant_sites",
     "parse_entities",
+    "ENTITY_ORDER",
+    "CONTRAST_ENTITIES",
+    "BIDSName",
+    "parse_bids_name",
+    "bids_name_problem",
+    "contrast_of",
 ]
 
 logger = logging.getLogger(__name__)
@@ -75,11 +91,64 @@ REQUIRED_CONTRASTS: tuple[str, ...] = ("flair",)
 #: Accepted image file extensions (longest first).
 NIFTI_EXTENSIONS: tuple[str, ...] = (".nii.gz", ".nii")
 
+#: BIDS entity keys in the order they must appear in a file name (the BIDS
+#: specification's entity table, ``rules/entities.yaml`` of its schema).
+ENTITY_ORDER: tuple[str, ...] = (
+    "sub",
+    "tpl",
+    "ses",
+    "cohort",
+    "sample",
+    "task",
+    "tracksys",
+    "acq",
+    "nuc",
+    "voi",
+    "ce",
+    "trc",
+    "stain",
+    "rec",
+    "dir",
+    "run",
+    "mod",
+    "echo",
+    "flip",
+    "inv",
+    "mt",
+    "part",
+    "proc",
+    "hemi",
+    "space",
+    "split",
+    "recording",
+    "chunk",
+    "atlas",
+    "seg",
+    "scale",
+    "res",
+    "den",
+    "label",
+    "prov",
+    "desc",
+)
+
+#: Entities whose value is an index (digits) rather than a label.
+_INDEX_ENTITIES = frozenset({"run", "echo", "flip", "inv", "split", "chunk"})
+
+#: Entities an input image may carry besides ``sub``/``ses`` and still be used:
+#: ``acq`` (acquisition variant), ``ce`` (contrast agent: makes a T1w the
+#: post-contrast T1w), ``rec`` (reconstruction), ``run`` (repeat index).
+CONTRAST_ENTITIES: frozenset[str] = frozenset({"sub", "ses", "acq", "ce", "rec", "run"})
+
 _LABEL = re.compile(r"^[0-9a-zA-Z]+$")
+_INDEX = re.compile(r"^[0-9]+$")
+_SUFFIX = re.compile(r"^[0-9a-zA-Z]+$")
 _NAME = re.compile(
     r"^sub-(?P<sub>[0-9a-zA-Z]+)(?:_ses-(?P<ses>[0-9a-zA-Z]+))?_(?P<rest>.+?)(?P<ext>\.nii(?:\.gz)?)$"
 )
-_BY_NAME = {v: k for k, v in CONTRASTS.items()}
+_RANK = {key: i for i, key in enumerate(ENTITY_ORDER)}
+#: Suffix -> contrast key (without a ``ce-`` entity; a T1w with one is ``t1ce``).
+_BY_SUFFIX = {"FLAIR": "flair", "T1w": "t1", "T2w": "t2"}
 
 
 def natural_key(text: str) -> list[str | int]:
@@ -116,8 +185,9 @@ class VisitInputs:
         The image of each contrast (see :data:`CONTRASTS`); ``None`` when absent
         or when several files claim the contrast (those are in ``duplicates``).
     duplicates : tuple of Path
-        Files of contrasts claimed by more than one file (e.g. ``FLAIR.nii`` and
-        ``FLAIR.nii.gz``); sorted.
+        Files of contrasts claimed by more than one file that are not runs of
+        one acquisition (e.g. ``FLAIR.nii`` and ``FLAIR.nii.gz``, or two
+        ``acq-`` labels); sorted. No file is used for such a contrast.
     extra : tuple of Path
         Files in ``anat_dir`` that are not a recognised contrast (``.json``
         sidecars and hidden files excluded); sorted.
@@ -126,6 +196,9 @@ class VisitInputs:
         (``None`` when there is no file, row or value); see :func:`parse_acq_time`.
     sessions_tsv : Path or None
         The subject's sessions file, when it exists.
+    other_runs : tuple of Path
+        Files left out because a higher ``run-<index>`` of the same contrast
+        (same other entities) is used; sorted.
     """
 
     subject: str
@@ -139,6 +212,7 @@ class VisitInputs:
     extra: tuple[Path, ...] = ()
     acq_time: str | None = None
     sessions_tsv: Path | None = None
+    other_runs: tuple[Path, ...] = ()
 
     @property
     def visit_id(self) -> str:
@@ -294,6 +368,155 @@ def parse_entities(path: str | os.PathLike[str]) -> dict[str, str] | None:
     return {k: v for k, v in m.groupdict().items() if v is not None}
 
 
+@dataclass(frozen=True)
+class BIDSName:
+    """A BIDS image file name split into its parts (see :func:`parse_bids_name`).
+
+    Attributes
+    ----------
+    entities : mapping of str to str
+        Entity key -> value, in the order of the name (which is
+        :data:`ENTITY_ORDER` order), e.g. ``{"sub": "01", "run": "2"}``.
+    suffix : str
+        The part before the extension, e.g. ``"FLAIR"``.
+    extension : str
+        ``".nii"`` or ``".nii.gz"``.
+    """
+
+    entities: Mapping[str, str]
+    suffix: str
+    extension: str
+
+    @property
+    def run(self) -> int | None:
+        """The ``run-<index>`` as an integer, or None without a run entity."""
+        value = self.entities.get("run")
+        return None if value is None else int(value)
+
+    def without(self, *keys: str) -> tuple[tuple[str, str], ...]:
+        """The entities except ``keys``, plus suffix and extension, as a hashable key."""
+        kept = tuple((k, v) for k, v in self.entities.items() if k not in keys)
+        return (*kept, ("_suffix", self.suffix), ("_extension", self.extension))
+
+
+def _parse_bids_name(name: str) -> BIDSName | str:
+    """A :class:`BIDSName`, or the reason (str) why ``name`` is not a BIDS image name."""
+    ext = next((e for e in NIFTI_EXTENSIONS if name.endswith(e)), None)
+    if ext is None:
+        return f"extension is not one of {list(NIFTI_EXTENSIONS)}"
+    parts = name[: -len(ext)].split("_")
+    suffix = parts.pop()
+    if not parts:
+        return "no entities (a BIDS name starts with sub-<label>_)"
+    if not _SUFFIX.match(suffix):
+        return f"suffix {suffix!r} is not alphanumeric (e.g. FLAIR, T1w)"
+    entities: dict[str, str] = {}
+    for part in parts:
+        key, dash, value = part.partition("-")
+        if not dash or not key:
+            return f"{part!r} is not an entity key-value pair (key-value)"
+        if key not in _RANK:
+            return f"unknown entity {key!r} (BIDS entities: {', '.join(ENTITY_ORDER)})"
+        if key in entities:
+            return f"entity {key!r} appears twice"
+        pattern = _INDEX if key in _INDEX_ENTITIES else _LABEL
+        if not pattern.match(value):
+            what = "an index (digits)" if key in _INDEX_ENTITIES else "a label (letters, digits)"
+            return f"value {value!r} of {key}- is not {what}"
+        if entities and _RANK[key] < _RANK[next(reversed(entities))]:
+            return (
+                f"entity {key}- comes after {next(reversed(entities))}- "
+                f"(rule: BIDS order {', '.join(ENTITY_ORDER[:16])}, ...)"
+            )
+        entities[key] = value
+    if next(iter(entities)) != "sub":
+        return "the first entity is not sub-<label>"
+    return BIDSName(MappingProxyType(entities), suffix, ext)
+
+
+def parse_bids_name(path: str | os.PathLike[str]) -> BIDSName | None:
+    """Parse a BIDS image file name into entities, suffix and extension.
+
+    The name must be ``sub-<label>[_<key>-<value>...]_<suffix><extension>`` with
+    known BIDS entity keys (:data:`ENTITY_ORDER`), each at most once and in the
+    specification's order, labels of letters and digits (indices such as
+    ``run`` of digits), an alphanumeric suffix and a ``.nii`` / ``.nii.gz``
+    extension. :func:`bids_name_problem` says why a name is refused.
+
+    Parameters
+    ----------
+    path : path-like
+        A file path or name (only the name is parsed).
+
+    Returns
+    -------
+    BIDSName or None
+        None when the name is not such a BIDS image name.
+
+    Examples
+    --------
+    >>> n = parse_bids_name("sub-01_ses-02_acq-highres_ce-gadolinium_rec-norm_run-1_T1w.nii.gz")
+    >>> dict(n.entities), n.suffix, n.extension, n.run
+    ({'sub': '01', 'ses': '02', 'acq': 'highres', 'ce': 'gadolinium', 'rec': 'norm', \
+'run': '1'}, 'T1w', '.nii.gz', 1)
+    >>> parse_bids_name("sub-01_run-1_acq-highres_T1w.nii.gz") is None  # out of order
+    True
+    """
+    parsed = _parse_bids_name(Path(path).name)
+    return parsed if isinstance(parsed, BIDSName) else None
+
+
+def bids_name_problem(path: str | os.PathLike[str]) -> str | None:
+    """Why the name of ``path`` is not a BIDS image name (None when it is one).
+
+    Examples
+    --------
+    >>> bids_name_problem("sub-01_run-1_acq-highres_T1w.nii.gz")
+    'entity acq- comes after run- (rule: BIDS order sub, tpl, ses, cohort, sample, task, \
+tracksys, acq, nuc, voi, ce, trc, stain, rec, dir, run, ...)'
+    """
+    parsed = _parse_bids_name(Path(path).name)
+    return parsed if isinstance(parsed, str) else None
+
+
+def contrast_of(name: BIDSName | str | os.PathLike[str]) -> str | None:
+    """The contrast key (of :data:`CONTRASTS`) an image file stands for, or None.
+
+    ``FLAIR``, ``T1w`` and ``T2w`` suffixes are the FLAIR, T1w and T2w; a
+    ``T1w`` with a ``ce-<agent>`` entity (any agent label) is the post-contrast
+    T1w (``t1ce``); a ``FLAIR`` or ``T2w`` with ``ce-`` is not used. Only the
+    entities of :data:`CONTRAST_ENTITIES` are allowed (a ``part-phase`` or
+    ``echo-2`` image is not the scan lesionq needs).
+
+    Parameters
+    ----------
+    name : BIDSName or path-like
+        A parsed name, or a file path or name to parse.
+
+    Returns
+    -------
+    str or None
+        ``"flair"``, ``"t1"``, ``"t2"`` or ``"t1ce"``; None for a file lesionq
+        does not use (or a name that is not BIDS).
+
+    Examples
+    --------
+    >>> contrast_of("sub-01_ses-01_acq-3D_run-2_FLAIR.nii.gz")
+    'flair'
+    >>> contrast_of("sub-01_ce-gadolinium_T1w.nii"), contrast_of("sub-01_ce-Gd_FLAIR.nii")
+    ('t1ce', None)
+    >>> contrast_of("sub-01_echo-2_T2w.nii.gz") is None
+    True
+    """
+    parsed = name if isinstance(name, BIDSName) else parse_bids_name(name)
+    if parsed is None or not set(parsed.entities) <= CONTRAST_ENTITIES:
+        return None
+    key = _BY_SUFFIX.get(parsed.suffix)
+    if "ce" in parsed.entities:
+        return "t1ce" if key == "t1" else None
+    return key
+
+
 def _read_sessions_tsv(path: Path, problems: list[LayoutProblem]) -> dict[str, str | None]:
     """``{session label: acq_time or None}`` from a ``sessions.tsv`` (problems appended)."""
     try:
@@ -331,27 +554,70 @@ def _read_sessions_tsv(path: Path, problems: list[LayoutProblem]) -> dict[str, s
     return out
 
 
-def _scan_anat(anat_dir: Path) -> tuple[dict[str, Path], tuple[Path, ...], tuple[Path, ...]]:
+def _listed(p: Path) -> bool:
+    """Whether a folder entry is looked at: not hidden, not a sidecar, not a plain folder.
+
+    A folder named like an image (``..._FLAIR.nii.gz/``) is listed, so the checks
+    report it (``not-regular-file``) instead of calling the FLAIR missing; so are
+    broken links and link loops (e.g. git-annex content not fetched).
+    """
+    if p.name.startswith(".") or p.name.endswith(".json"):
+        return False
+    try:
+        is_dir = p.is_dir()
+    except OSError:  # not even stat-able (permission): the checks report it
+        return True
+    return not is_dir or p.name.endswith(NIFTI_EXTENSIONS)
+
+
+def _choose_run(candidates: list[tuple[Path, BIDSName]]) -> Path | None:
+    """The file of the highest run when ``candidates`` differ only in ``run-<index>``."""
+    runs = [name.run for _, name in candidates]
+    if any(r is None for r in runs) or len(set(runs)) != len(runs):
+        return None
+    if len({name.without("run") for _, name in candidates}) != 1:
+        return None
+    return max(candidates, key=lambda c: c[1].run or 0)[0]
+
+
+def _scan_anat(
+    anat_dir: Path,
+) -> tuple[dict[str, Path], tuple[Path, ...], tuple[Path, ...], tuple[Path, ...]]:
     """Assign the files of an ``anat`` folder to contrasts.
 
-    Returns ``(contrasts, duplicates, extra)``. Broken symlinks (e.g. git-annex
-    content not fetched) are listed like files, so the checks can report them.
+    Returns ``(contrasts, duplicates, extra, other_runs)``. Broken symlinks (e.g.
+    git-annex content not fetched) are listed like files, so the checks can
+    report them. Several files of one contrast that differ only in their run
+    index give the highest run (the others go to ``other_runs``); any other clash
+    gives no file and lists them all in ``duplicates``.
     """
-    claims: dict[str, list[Path]] = {}
+    claims: dict[str, list[tuple[Path, BIDSName]]] = {}
     extra: list[Path] = []
     if anat_dir.is_dir():
         for p in sorted(anat_dir.iterdir(), key=lambda q: natural_key(q.name)):
-            if p.name.startswith(".") or p.is_dir() or p.name.endswith(".json"):
+            if not _listed(p):
                 continue
-            ent = parse_entities(p)
-            key = _BY_NAME.get(ent["rest"]) if ent is not None else None
-            if key is None:
+            name = parse_bids_name(p)
+            key = contrast_of(name) if name is not None else None
+            if key is None or name is None:
                 extra.append(p)
             else:
-                claims.setdefault(key, []).append(p)
-    contrasts = {k: v[0] for k, v in claims.items() if len(v) == 1}
-    duplicates = tuple(p for k in CONTRASTS for p in claims.get(k, []) if len(claims[k]) > 1)
-    return contrasts, duplicates, tuple(extra)
+                claims.setdefault(key, []).append((p, name))
+    contrasts: dict[str, Path] = {}
+    duplicates: list[Path] = []
+    other_runs: list[Path] = []
+    for key in CONTRASTS:
+        found = claims.get(key, [])
+        if len(found) == 1:
+            contrasts[key] = found[0][0]
+        elif found:
+            chosen = _choose_run(found)
+            if chosen is None:
+                duplicates += [p for p, _ in found]
+            else:
+                contrasts[key] = chosen
+                other_runs += [p for p, _ in found if p != chosen]
+    return contrasts, tuple(duplicates), tuple(extra), tuple(sorted(other_runs))
 
 
 def _subject_visits(
@@ -380,7 +646,7 @@ def _subject_visits(
         layout = [(None, sub_dir / "anat")]
     visits = []
     for session, anat in layout:
-        contrasts, dups, extra = _scan_anat(anat)
+        contrasts, dups, extra, other_runs = _scan_anat(anat)
         visits.append(
             VisitInputs(
                 subject=subject,
@@ -388,6 +654,7 @@ def _subject_visits(
                 anat_dir=anat,
                 duplicates=dups,
                 extra=extra,
+                other_runs=other_runs,
                 acq_time=acq.get(session) if session is not None else None,
                 sessions_tsv=tsv if tsv.is_file() else None,
                 **contrasts,

@@ -22,8 +22,9 @@ Layout (from :func:`lesionq.io.bids.layout_problems`): ``bids-dir-missing``,
 ``dataset-description-incomplete``, ``no-subjects``, ``participant-missing``,
 ``participant-label-invalid``, ``mixed-session-layout``, ``sessions-tsv-invalid``.
 
-Files: ``file-missing``, ``not-nifti``, ``truncated``, ``corrupt-gzip``,
-``corrupt-data``.
+Files: ``file-missing``, ``symlink-loop``, ``permission-denied``,
+``not-regular-file``, ``file-unreadable``, ``not-nifti``, ``truncated``,
+``corrupt-gzip``, ``corrupt-data``.
 
 Images: ``not-3d``, ``header-fixed``, ``dtype-unsupported``, ``shape-tiny``, ``no-orientation``,
 ``affine-nonfinite``, ``affine-singular``, ``affine-shear``,
@@ -32,16 +33,18 @@ Images: ``not-3d``, ``header-fixed``, ``dtype-unsupported``, ``shape-tiny``, ``n
 ``nan-values``, ``inf-values``, ``empty-image``, ``constant-image``,
 ``few-intensity-levels``.
 
-Visits: ``missing-flair``, ``duplicate-contrast``, ``entity-mismatch``,
-``unrecognised-image``, ``unrecognised-file``, ``acq-time-invalid``,
-``different-grid``, ``fov-partial``, ``fov-mismatch``.
+Visits: ``missing-flair``, ``duplicate-contrast``, ``several-runs``,
+``entity-mismatch``, ``unrecognised-image``, ``unrecognised-file``,
+``acq-time-invalid``, ``different-grid``, ``fov-partial``, ``fov-mismatch``.
 """
 
 from __future__ import annotations
 
+import errno
 import gzip
 import logging
 import os
+import stat
 import zlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -57,6 +60,8 @@ from .bids import (
     CONTRASTS,
     REQUIRED_CONTRASTS,
     VisitInputs,
+    bids_name_problem,
+    contrast_of,
     layout_problems,
     parse_acq_time,
     parse_entities,
@@ -69,6 +74,7 @@ __all__ = [
     "CheckLimits",
     "LoadedImage",
     "read_image",
+    "file_problem",
     "run_image_checks",
     "IMAGE_CHECKS",
     "VISIT_CHECKS",
@@ -91,6 +97,7 @@ __all__ = [
     "check_intensities",
     "check_required_contrasts",
     "check_duplicates",
+    "check_runs",
     "check_entities",
     "check_unrecognised",
     "check_acq_time",
@@ -271,16 +278,133 @@ def _raw_header(path: Path, cls: type[nib.Nifti1Header]) -> nib.Nifti1Header:
         return cls.from_fileobj(fh, check=False)
 
 
+_FILE_KINDS = (
+    (stat.S_ISDIR, "a folder"),
+    (stat.S_ISFIFO, "a named pipe (FIFO)"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+)
+
+
+def _symlink_target(p: Path) -> str | None:
+    try:
+        return os.readlink(p)
+    except OSError:
+        return None
+
+
+def file_problem(path: str | os.PathLike[str]) -> Finding | None:
+    """Whether ``path`` leads to a regular file this process can read, as a finding.
+
+    Nothing is read beyond opening the file (a FIFO is never opened, so a check
+    cannot hang on it).
+
+    Parameters
+    ----------
+    path : path-like
+        An input image as the dataset lists it (a link is followed).
+
+    Returns
+    -------
+    Finding or None
+        None when the file can be read; otherwise one error: ``file-missing``
+        (no such file, or a symbolic link to nothing: git-annex content not
+        fetched, or a dangling link), ``symlink-loop`` (links that lead back to
+        themselves), ``permission-denied``, ``not-regular-file`` (a folder, FIFO,
+        socket or device named like the image) or ``file-unreadable`` (any other
+        system error, named).
+    """
+    p = Path(path)
+    try:
+        st = os.stat(p)
+        if stat.S_ISREG(st.st_mode):
+            with open(p, "rb"):
+                pass
+            return None
+    except OSError as exc:
+        return _os_error_finding(p, exc)
+    kind = next((what for test, what in _FILE_KINDS if test(st.st_mode)), "not a regular file")
+    return Finding(
+        "error",
+        "not-regular-file",
+        p,
+        f"{p}: is {kind}, not a regular file (rule: each image is a .nii or .nii.gz file)",
+        "replace it with the scan's NIfTI file, or move it out of the dataset",
+    )
+
+
+def _os_error_finding(p: Path, exc: OSError) -> Finding:
+    """The finding for a failed ``stat`` / ``open`` of an input file."""
+    target = _symlink_target(p)
+    link = f" (a symbolic link to {target})" if target is not None else ""
+    if exc.errno == errno.ELOOP:
+        return Finding(
+            "error",
+            "symlink-loop",
+            p,
+            f"{p}: symlink loop{link}: the chain of symbolic links leads back to itself, "
+            "so there is no file to read (rule: a link must end at the image file)",
+            "point the link at the real scan (`ls -l` shows the chain), or replace it with "
+            "the file",
+        )
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return Finding(
+            "error",
+            "permission-denied",
+            p,
+            f"{p}: permission denied{link}: lesionq may not read this file "
+            f"(rule: every input is readable by the user running lesionq; got {exc.strerror})",
+            "give that user read access to the file and search access to its folders "
+            "(e.g. `chmod a+r FILE`), or run lesionq as a user who has it",
+        )
+    if exc.errno in (errno.ENOENT, errno.ENOTDIR):
+        if target is None:
+            return Finding(
+                "error",
+                "file-missing",
+                p,
+                f"{p}: file not found",
+                "restore the file or remove it from the dataset",
+            )
+        if "annex/objects" in target:
+            return Finding(
+                "error",
+                "file-missing",
+                p,
+                f"{p}: file not found (a broken symbolic link into git-annex: annexed content "
+                "not fetched?)",
+                "fetch the content (`datalad get` / `git annex get`)",
+            )
+        return Finding(
+            "error",
+            "file-missing",
+            p,
+            f"{p}: file not found (a broken symbolic link to {target}, which does not exist)",
+            "point the link at the scan's file, or replace the link with the file",
+        )
+    return Finding(
+        "error",
+        "file-unreadable",
+        p,
+        f"{p}: cannot be read{link} ({type(exc).__name__}: {exc.strerror or exc})",
+        "check the file and its storage (disk, network mount), then copy it again",
+    )
+
+
 def read_image(
     path: str | os.PathLike[str], contrast: str | None = None
 ) -> tuple[LoadedImage | None, list[Finding]]:
     """Read an image fully, turning every read failure into a finding.
 
-    Order: the file exists (a broken symlink is ``file-missing``); the header
-    reads as NIfTI (``not-nifti``); a ``.gz`` stream decompresses to its end with
-    a valid CRC (``truncated`` when it ends early, ``corrupt-gzip`` otherwise);
-    an uncompressed file is as long as its header says (``truncated``); the
-    voxel data load (``corrupt-data``).
+    Order: the path leads to a regular file lesionq may read (:func:`file_problem`:
+    ``file-missing``, also for a broken symlink; ``symlink-loop``;
+    ``permission-denied``; ``not-regular-file`` for a folder, FIFO or device;
+    ``file-unreadable`` for any other system error); the header reads as NIfTI
+    (``not-nifti``); a ``.gz`` stream decompresses to its end with a valid CRC
+    (``truncated`` when it ends early, ``corrupt-gzip`` otherwise); an
+    uncompressed file is as long as its header says (``truncated``); the voxel
+    data load (``corrupt-data``).
 
     Returns
     -------
@@ -289,20 +413,9 @@ def read_image(
     findings : list of Finding
     """
     p = Path(path)
-    if not p.is_file():
-        annex = p.is_symlink()
-        return None, [
-            Finding(
-                "error",
-                "file-missing",
-                p,
-                f"{p}: file not found"
-                + (" (a broken symbolic link: annexed content not fetched?)" if annex else ""),
-                "fetch the content (`datalad get` / `git annex get`)"
-                if annex
-                else "restore the file or remove it from the dataset",
-            )
-        ]
+    problem = file_problem(p)
+    if problem is not None:
+        return None, [problem]
     try:
         head = load_image(p, read_data=False)
     except (CorruptFileError, MissingInputError) as exc:
@@ -788,11 +901,7 @@ def check_required_contrasts(
         if visit.path(key) is not None:
             continue
         expected = visit.expected_path(key)
-        dup = [
-            p.name
-            for p in visit.duplicates
-            if (e := parse_entities(p)) and e["rest"] == CONTRASTS[key]
-        ]
+        dup = [p.name for p in visit.duplicates if contrast_of(p) == key]
         extra = [p.name for p in visit.extra if p.name.endswith((".nii", ".nii.gz"))]
         if dup:
             why = f"several files claim it: {dup}"
@@ -816,21 +925,60 @@ def check_required_contrasts(
 def check_duplicates(
     visit: VisitInputs, images: Mapping[str, LoadedImage], limits: CheckLimits
 ) -> list[Finding]:
-    """``duplicate-contrast`` (error): more than one file claims a contrast."""
+    """``duplicate-contrast`` (error): several files claim a contrast and are not its runs.
+
+    Runs of one acquisition (names that differ only in ``run-<index>``) are not
+    duplicates: the highest run is used (:func:`check_runs`). Anything else (the
+    same name as ``.nii`` and ``.nii.gz``, two ``acq-`` or ``rec-`` labels, a name
+    with and one without ``run-``) is not guessed.
+    """
     out = []
-    by_rest: dict[str, list[Path]] = {}
+    by_contrast: dict[str, list[Path]] = {}
     for p in visit.duplicates:
-        ent = parse_entities(p)
-        by_rest.setdefault(ent["rest"] if ent else p.name, []).append(p)
-    for rest, paths in by_rest.items():
+        by_contrast.setdefault(contrast_of(p) or p.name, []).append(p)
+    for key, paths in by_contrast.items():
+        what = CONTRASTS.get(key, key)
         out.append(
             Finding(
                 "error",
                 "duplicate-contrast",
                 paths[0],
-                f"{visit.anat_dir}: {len(paths)} files claim the {rest} of {visit.visit_id} "
-                f"(rule: one file per contrast; got {[p.name for p in paths]})",
-                "keep one and move the others out of the dataset (or give them an acq-/run- entity)",
+                f"{visit.anat_dir}: {len(paths)} files claim the {what} of {visit.visit_id} "
+                f"and are not runs of one acquisition (rule: one file per contrast, or "
+                f"files that differ only in run-<index>; got {[p.name for p in paths]})",
+                "keep one and move the others out of the dataset; if they are repeats of one "
+                "acquisition, give them the same name apart from run-1, run-2, ... "
+                "(lesionq uses the highest run)",
+            )
+        )
+    return out
+
+
+def check_runs(
+    visit: VisitInputs, images: Mapping[str, LoadedImage], limits: CheckLimits
+) -> list[Finding]:
+    """``several-runs`` (warning): a contrast has several runs; the highest is used.
+
+    The usual reason for a second run is a repeat after a failed acquisition
+    (motion, a wrong field of view), so the highest ``run-<index>`` is the scan to
+    measure; the warning names the file used and the files left out.
+    """
+    out = []
+    for key, used in visit.images().items():
+        others = [p for p in visit.other_runs if contrast_of(p) == key]
+        if not others:
+            continue
+        out.append(
+            Finding(
+                "warning",
+                "several-runs",
+                used,
+                f"{visit.anat_dir}: {len(others) + 1} runs of the {CONTRASTS[key]} of "
+                f"{visit.visit_id}: using {used.name}, ignoring "
+                f"{', '.join(p.name for p in others)} (rule: of several runs of one contrast "
+                "the highest run-<index> is used, the repeat after a failed acquisition)",
+                "if another run is the scan to measure, move the runs not to use out of "
+                "the dataset",
             )
         )
     return out
@@ -866,16 +1014,20 @@ def check_unrecognised(
 ) -> list[Finding]:
     """``unrecognised-image`` (warning) / ``unrecognised-file`` (info): ignored files."""
     out = []
-    names = ", ".join(CONTRASTS.values())
+    names = "FLAIR, T1w, T2w"
     for p in visit.extra:
         if p.name.endswith((".nii", ".nii.gz")):
+            why = bids_name_problem(p)
             out.append(
                 Finding(
                     "warning",
                     "unrecognised-image",
                     p,
-                    f"{p}: image not used (rule: lesionq reads {visit.visit_id}_<X>.nii[.gz] "
-                    f"with X one of {names})",
+                    f"{p}: image not used ("
+                    + (f"not a BIDS name: {why}; " if why else "")
+                    + f"rule: lesionq reads {visit.visit_id}[_acq-<label>][_ce-<label>]"
+                    f"[_rec-<label>][_run-<index>]_<X>.nii[.gz] with X one of {names}, "
+                    "ce- only on a T1w)",
                     "rename it if it is the scan to use; otherwise ignore this warning",
                 )
             )
@@ -1009,6 +1161,7 @@ def check_grids(
 VISIT_CHECKS: tuple[VisitCheck, ...] = (
     check_required_contrasts,
     check_duplicates,
+    check_runs,
     check_entities,
     check_unrecognised,
     check_acq_time,
@@ -1125,6 +1278,7 @@ def has_errors(findings: Iterable[Finding]) -> bool:
 
 _ERROR_CLASS: dict[str, type[InputError] | type[CorruptFileError] | type[MissingInputError]] = {
     "file-missing": MissingInputError,
+    "symlink-loop": MissingInputError,
     "missing-flair": MissingInputError,
     "not-nifti": CorruptFileError,
     "truncated": CorruptFileError,

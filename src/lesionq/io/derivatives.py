@@ -48,6 +48,7 @@ __all__ = [
     "sidecar_path",
     "write_sidecar",
     "write_dataset_description",
+    "ensure_writable_dir",
     "VISITS_TSV",
 ]
 
@@ -418,6 +419,68 @@ def write_dataset_description(
     )
 
 
+def _in_the_way(path: Path) -> Path | None:
+    """The nearest existing ancestor of ``path`` (or ``path``) that is not a folder."""
+    for candidate in (path, *path.parents):
+        try:
+            if candidate.exists():
+                return None if candidate.is_dir() else candidate
+        except OSError:  # cannot even look (permission): nothing known in the way
+            return None
+    return None
+
+
+def ensure_writable_dir(path: str | os.PathLike[str], *, what: str = "output folder") -> Path:
+    """Create ``path`` (and its parents) and prove it writable with a real write.
+
+    A probe file is created in the folder and removed again: that is what fails
+    on a read-only file system, in a folder without write permission, or where a
+    file stands in the way, whoever runs lesionq (permission bits do not stop
+    root; a read-only mount does).
+
+    Parameters
+    ----------
+    path : path-like
+        The folder.
+    what : str
+        How the folder is named in the error (e.g. ``"output folder OUT_DIR"``).
+
+    Returns
+    -------
+    Path
+        ``path``.
+
+    Raises
+    ------
+    lesionq.errors.OutputError
+        The folder cannot be created or written; the message names the folder,
+        the cause and the fix.
+    """
+    import tempfile
+
+    from ..errors import OutputError
+
+    folder = Path(path)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".lesionq-write-probe-", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        blocker = _in_the_way(folder)
+        if blocker is not None:
+            cause = f"{blocker} is a file, not a folder"
+            fix = f"pass a folder path, or move the file {blocker} out of the way"
+        else:
+            cause = f"{type(exc).__name__}: {exc.strerror or exc}"
+            fix = (
+                "pass a folder on a writable file system where this user may create "
+                "files (check its permissions and mount options)"
+            )
+        raise OutputError(f"{folder}: the {what} cannot be written ({cause}) (fix: {fix})") from exc
+    return folder
+
+
 #: Hidden folders of a visit swap in progress (see :func:`_stage_and_swap`).
 _STAGING_PREFIX = ".anat.staging-"
 _OLD_PREFIX = ".anat.old-"
@@ -477,6 +540,23 @@ def _restore_previous(old: Path) -> bool:
     return True
 
 
+def _make_staging(parent: Path) -> Path:
+    """A new, uniquely named staging folder in ``parent``, with the umask's mode.
+
+    Not :func:`tempfile.mkdtemp`: its folders are mode 700 whatever the umask,
+    and the staging folder becomes the published ``anat`` folder.
+    """
+    import secrets
+
+    while True:
+        staging = parent / f"{_STAGING_PREFIX}{secrets.token_hex(6)}"
+        try:
+            staging.mkdir(mode=0o777)  # the kernel applies the umask
+        except FileExistsError:
+            continue
+        return staging
+
+
 def _stage_and_swap(final_dir: Path, fill: Any) -> None:
     """Fill a staging folder beside ``final_dir`` with ``fill(staging)``, then swap it in.
 
@@ -486,13 +566,12 @@ def _stage_and_swap(final_dir: Path, fill: Any) -> None:
     folder is removed and ``final_dir`` is left as it was.
     """
     import shutil
-    import tempfile
 
     parent = final_dir.parent
     parent.mkdir(parents=True, exist_ok=True)
     for stale in parent.glob(f"{_STAGING_PREFIX}*"):
         shutil.rmtree(stale, ignore_errors=True)
-    staging = Path(tempfile.mkdtemp(prefix=_STAGING_PREFIX, dir=parent))
+    staging = _make_staging(parent)
     try:
         fill(staging)
         old = None

@@ -674,11 +674,15 @@ class ResultsDB:
         session_id: str | None,
         fields: Mapping[str, Any],
         lesions: Sequence[Mapping[str, Any]] | None,
+        *,
+        run_id: int,
     ) -> None:
         """Set the longitudinal columns of the visit's current result.
 
         Parameters
         ----------
+        participant_id, session_id : str, str or None
+            The visit.
         fields : mapping
             Values of :data:`lesionq.io.tables.LONGITUDINAL_VISIT_COLUMNS`; other keys
             are ignored.
@@ -686,6 +690,11 @@ class ResultsDB:
             When given, the result's lesion rows are replaced by these (the
             ``lesions.tsv`` rewritten by the longitudinal step, with ``track_id``,
             ``status``, ``status_vs_baseline``).
+        run_id : int
+            The run that computed the longitudinal step (from :meth:`start_run`):
+            the audit row names it as the actor. It may be a later run than the
+            one that computed the visit's result (a subject's step is redone when
+            another of its visits changed).
 
         Raises
         ------
@@ -728,7 +737,7 @@ class ResultsDB:
                     )
             self._audit(
                 conn,
-                actor=f"lesionq run {cur['run_id']}",
+                actor=f"lesionq run {run_id}",
                 action="visit_result.longitudinal_updated",
                 entity="visit_results",
                 entity_id=cur["id"],
@@ -736,8 +745,9 @@ class ResultsDB:
                 after=values,
                 detail=(
                     f"{pid} {ses or ''}".strip()
+                    + f": result {cur['id']} (of run {cur['run_id']})"
                     + (
-                        f": {n_old} lesion rows replaced by {len(lesion_rows)}"
+                        f", {n_old} lesion rows replaced by {len(lesion_rows)}"
                         if lesion_rows is not None
                         else ""
                     )
