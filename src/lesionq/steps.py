@@ -422,7 +422,10 @@ def protocol_functions() -> dict[str, tuple[Any, tuple[str, ...]]]:
         "lesions": (label_lesions, ()),
         "location": (classify_locations, ()),
         # estimate_affine instead when mode = "affine" (see validate_settings)
-        "longitudinal_registration": (estimate_rigid, ("mode", "fixed_mask")),
+        "longitudinal_registration": (
+            estimate_rigid,
+            ("mode", "fixed_mask", "fixed_brain", "moving_brain"),
+        ),
         "change": (detect_change, ()),
     }
 

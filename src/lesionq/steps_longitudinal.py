@@ -194,14 +194,15 @@ def register_visit(
         )
     estimate = estimate_rigid if mode == "rigid" else estimate_affine
     ref, mov = reference.flair, visit.flair
+    ref_brain = np.asarray(reference.brain_mask.array) > 0
+    # the brain masks seed the "brain" initialiser and judge the final overlap
+    params.update(fixed_brain=ref_brain, moving_brain=np.asarray(visit.brain_mask.array) > 0)
     tx = estimate(
         np.asarray(ref.array, dtype=np.float32),
         ref.affine,
         np.asarray(mov.array, dtype=np.float32),
         mov.affine,
-        fixed_mask=(np.asarray(reference.brain_mask.array) > 0)
-        if fixed_mask_mode == "brain"
-        else None,
+        fixed_mask=ref_brain if fixed_mask_mode == "brain" else None,
         n_threads=n_threads,
         **params,
     )

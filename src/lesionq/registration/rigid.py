@@ -33,6 +33,7 @@ to ~1e-10 for a given ``seed`` and ``n_threads``.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import os
@@ -62,12 +63,14 @@ __all__ = [
     "save_transform",
     "load_transform",
     "level_shrink_factors",
+    "brain_starts",
+    "mask_overlap_dice",
 ]
 
 log = logging.getLogger(__name__)
 
 _INTERPOLATORS = {"linear": sitk.sitkLinear, "nearest": sitk.sitkNearestNeighbor}
-_INITIALIZERS = ("identity", "geometry", "moments")
+_INITIALIZERS = ("identity", "geometry", "moments", "brain")
 
 
 # --------------------------------------------------------------------------- helpers
@@ -194,6 +197,200 @@ def _center_lps(img: sitk.Image, mask: sitk.Image | None) -> np.ndarray:
         return _centroid_lps(sitk.Cast(mask, sitk.sitkFloat32), None)
     size = np.array(img.GetSize(), float)
     return np.array(img.TransformContinuousIndexToPhysicalPoint(tuple((size - 1) / 2)))
+
+
+def _mask_frame(mask: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Centroid (LPS mm) and principal axes (3x3, columns, LPS, right-handed) of a bool mask.
+
+    Axes are the eigenvectors of the covariance of the voxel centres in mm,
+    largest variance first; each is signed to point along the positive LPS
+    direction it is closest to, and the third is flipped if needed so that
+    the frame is right-handed (a proper rotation).
+    """
+    idx = np.argwhere(mask).astype(np.float64)
+    if idx.shape[0] < 10:
+        raise RegistrationError("brain initialiser: a brain mask has fewer than 10 voxels")
+    ras = idx @ affine[:3, :3].T + affine[:3, 3]
+    lps = ras * np.array([-1.0, -1.0, 1.0])
+    centre = lps.mean(axis=0)
+    w, v = np.linalg.eigh(np.cov((lps - centre).T))
+    axes = v[:, np.argsort(w)[::-1]]
+    for k in range(3):
+        if axes[np.argmax(np.abs(axes[:, k])), k] < 0:
+            axes[:, k] = -axes[:, k]
+    if np.linalg.det(axes) < 0:
+        axes[:, 2] = -axes[:, 2]
+    return centre, axes
+
+
+def _rotation_about(axis: int, degrees: float) -> np.ndarray:
+    """3x3 rotation by ``degrees`` about LPS axis 0, 1 or 2."""
+    a = math.radians(degrees)
+    c, s_ = math.cos(a), math.sin(a)
+    i, j = [k for k in range(3) if k != axis]
+    r = np.eye(3)
+    r[i, i], r[i, j], r[j, i], r[j, j] = c, -s_, s_, c
+    return r
+
+
+def _versor_from(rotation: np.ndarray, center: np.ndarray, shift: np.ndarray):
+    """VersorRigid3DTransform ``x -> R (x - c) + c + t`` (fixed LPS -> moving LPS)."""
+    tx = sitk.VersorRigid3DTransform()
+    tx.SetCenter(tuple(float(c) for c in center))
+    tx.SetMatrix(tuple(float(v) for v in np.asarray(rotation, float).ravel()))
+    tx.SetTranslation(tuple(float(v) for v in shift))
+    return tx
+
+
+def brain_starts(
+    fixed_brain: np.ndarray,
+    fixed_affine: np.ndarray,
+    moving_brain: np.ndarray,
+    moving_affine: np.ndarray,
+    *,
+    extra_rotations_deg: float = 20.0,
+) -> list[sitk.VersorRigid3DTransform]:
+    """Starting transforms from the two brain masks: centroids, principal axes, rotations.
+
+    Parameters
+    ----------
+    fixed_brain, moving_brain : ndarray of bool, shape (X, Y, Z)
+        Brain masks on their images' grids.
+    fixed_affine, moving_affine : ndarray, shape (4, 4)
+        Voxel to world RAS+ mm.
+    extra_rotations_deg : float
+        Also start from rotations of +- this angle about each LPS axis around
+        the centroid-aligned start (0: none).
+
+    Returns
+    -------
+    list of SimpleITK.VersorRigid3DTransform
+        Fixed LPS -> moving LPS, centred on the fixed brain's centroid, each
+        mapping it onto the moving brain's centroid: (1) no rotation;
+        (2) the rotation taking the fixed brain's principal axes onto the
+        moving brain's (the brain is longest front to back, then top to
+        bottom: a repositioned head keeps that order); (3) the extra
+        rotations around (1).
+    """
+    cf, af = _mask_frame(fixed_brain, fixed_affine)
+    cm, am = _mask_frame(moving_brain, moving_affine)
+    shift = cm - cf
+    starts = [_versor_from(np.eye(3), cf, shift), _versor_from(am @ af.T, cf, shift)]
+    if extra_rotations_deg > 0:
+        for axis in range(3):
+            for sign in (1.0, -1.0):
+                starts.append(
+                    _versor_from(_rotation_about(axis, sign * extra_rotations_deg), cf, shift)
+                )
+    return starts
+
+
+def mask_overlap_dice(
+    fixed_mask: np.ndarray,
+    fixed_affine: np.ndarray,
+    moving_mask: np.ndarray,
+    moving_affine: np.ndarray,
+    transform: sitk.Transform,
+    *,
+    n_threads: int = 1,
+) -> float:
+    """Dice of the fixed mask and the moving mask brought onto the fixed grid by ``transform``.
+
+    ``transform`` maps fixed LPS points to moving LPS points (the convention of
+    this module); nearest-neighbour resampling.
+    """
+    on_fixed = resample_to(
+        np.asarray(moving_mask, dtype=np.uint8), moving_affine, fixed_mask.shape, fixed_affine,
+        transform, interpolation="nearest", n_threads=n_threads,
+    ) > 0  # fmt: skip
+    a = np.asarray(fixed_mask, dtype=bool)
+    den = int(a.sum() + on_fixed.sum())
+    return 2.0 * float((a & on_fixed).sum()) / den if den else 0.0
+
+
+def _check_brains(
+    what: str,
+    initializer: str,
+    fixed_brain: np.ndarray | None,
+    moving_brain: np.ndarray | None,
+    min_brain_dice: float | None,
+) -> None:
+    if (initializer == "brain" or min_brain_dice is not None) and (
+        fixed_brain is None or moving_brain is None
+    ):
+        raise InputError(
+            f"{what}: the 'brain' initializer and min_brain_dice need fixed_brain and moving_brain"
+        )
+
+
+def _best_brain_start(
+    fixed: sitk.Image,
+    moving: sitk.Image,
+    fmask: sitk.Image | None,
+    mmask: sitk.Image | None,
+    levels: Sequence[_Level],
+    fixed_affine: np.ndarray,
+    moving_affine: np.ndarray,
+    fixed_brain: np.ndarray,
+    moving_brain: np.ndarray,
+    *,
+    extra_rotations_deg: float,
+    opt: dict[str, Any],
+) -> sitk.VersorRigid3DTransform:
+    """The ``"brain"`` initialiser: the best of the scanner-coordinate and brain-mask starts.
+
+    Each start gets a short rigid run on the coarsest pyramid level (at most 40
+    iterations, 20000 samples); the one with the lowest metric (ties: the
+    earlier start) is returned, to be optimised over the whole pyramid.
+    """
+    starts = [_initial_rigid(fixed, moving, fmask, mmask, "identity")]
+    starts += brain_starts(
+        fixed_brain, fixed_affine, moving_brain, moving_affine,
+        extra_rotations_deg=extra_rotations_deg,
+    )  # fmt: skip
+    trial = [dataclasses.replace(levels[0], iterations=min(levels[0].iterations, 40))]
+    trial_opt = dict(opt, n_samples=min(int(opt["n_samples"]), 20000))
+    scored = []
+    for k, start in enumerate(starts):
+        cand = sitk.VersorRigid3DTransform(start)
+        try:
+            m0, _ = _optimise(trial, cand, **trial_opt)
+        except RegistrationError:
+            continue
+        if math.isfinite(m0):
+            scored.append((m0, k, cand))
+    if not scored:
+        raise RegistrationError("no start of the 'brain' initialiser could be optimised")
+    best_metric, best_k, tx = min(scored, key=lambda t: (t[0], t[1]))
+    log.info(
+        "brain initialiser: %d starts, best #%d (coarse metric %.4f)",
+        len(scored), best_k, best_metric,
+    )  # fmt: skip
+    return tx
+
+
+def _check_brain_overlap(
+    tx: sitk.Transform,
+    fixed_brain: np.ndarray | None,
+    fixed_affine: np.ndarray,
+    moving_brain: np.ndarray | None,
+    moving_affine: np.ndarray,
+    min_brain_dice: float | None,
+    *,
+    what: str,
+    n_threads: int,
+) -> None:
+    if min_brain_dice is None or fixed_brain is None or moving_brain is None:
+        return
+    dice = mask_overlap_dice(
+        np.asarray(fixed_brain, dtype=bool), fixed_affine,
+        np.asarray(moving_brain, dtype=bool), moving_affine, tx, n_threads=n_threads,
+    )  # fmt: skip
+    if dice < min_brain_dice:
+        raise RegistrationError(
+            f"{what}: the brain masks overlap with Dice {dice:.3f} after alignment < "
+            f"min_brain_dice {min_brain_dice} (misaligned, or a bad brain mask)"
+        )
 
 
 def _initial_rigid(
@@ -430,6 +627,10 @@ def estimate_rigid(
     max_final_metric: float | None = -0.05,
     max_translation_mm: float | None = 60.0,
     max_rotation_deg: float | None = 30.0,
+    fixed_brain: np.ndarray | None = None,
+    moving_brain: np.ndarray | None = None,
+    extra_rotations_deg: float = 20.0,
+    min_brain_dice: float | None = None,
 ) -> sitk.VersorRigid3DTransform:
     """Estimate a rigid (6 dof) transform aligning ``moving`` to ``fixed``.
 
@@ -443,10 +644,16 @@ def estimate_rigid(
     fixed_mask, moving_mask : ndarray of bool, optional
         Restrict the metric to these voxels (e.g. a dilated brain mask); shapes as
         their images.
-    initializer : {"identity", "geometry", "moments"}
+    initializer : {"identity", "geometry", "moments", "brain"}
         Starting point: the scanner coordinates as they are (right for images of
         one session, and usually of one subject); the centres of the two grids;
-        or the intensity centroids (inside the masks when given).
+        the intensity centroids (inside the masks when given); or ``"brain"``:
+        several starts from the brain masks (``fixed_brain``, ``moving_brain``;
+        :func:`brain_starts`: centroids, principal axes, rotations of
+        ``extra_rotations_deg``) plus the scanner coordinates, each optimised
+        over the coarsest pyramid level, the best (lowest metric) continued over
+        the whole pyramid. For serial scans of one subject repositioned between
+        sessions (a 65 mm table move failed the identity start).
     n_bins : int
         Histogram bins of the Mattes mutual information.
     n_samples : int
@@ -480,6 +687,16 @@ def estimate_rigid(
         when given) by more than this.
     max_rotation_deg : float or None
         Fail when the rotation angle exceeds this.
+    fixed_brain, moving_brain : ndarray of bool, optional
+        Brain masks of the two images (their grids): the ``"brain"`` starts and
+        the ``min_brain_dice`` check. They do not restrict the metric (that is
+        ``fixed_mask`` / ``moving_mask``).
+    extra_rotations_deg : float
+        ``"brain"`` initialiser: extra starts rotated by +- this about each axis.
+    min_brain_dice : float or None
+        Fail when the moving brain mask, brought onto the fixed grid by the
+        result, overlaps the fixed brain mask with a Dice below this (needs
+        both brain masks): the final alignment is judged, whatever the motion.
 
     Returns
     -------
@@ -500,19 +717,33 @@ def estimate_rigid(
     moving = _as_image(moving_array, moving_affine, "moving_array")
     fmask = _as_mask(fixed_mask, fixed.GetSize(), fixed_affine, "fixed_mask")
     mmask = _as_mask(moving_mask, moving.GetSize(), moving_affine, "moving_mask")
-    tx = _initial_rigid(fixed, moving, fmask, mmask, initializer)
+    _check_brains("estimate_rigid", initializer, fixed_brain, moving_brain, min_brain_dice)
     levels = _pyramid(
         fixed, moving, fmask, mmask, shrink_factors=shrink_factors,
         smoothing_sigmas_mm=smoothing_sigmas_mm, n_iterations=n_iterations, n_threads=n_threads,
     )  # fmt: skip
-    metric, stop = _optimise(
-        levels, tx, n_bins=n_bins, n_samples=n_samples,
-        learning_rate=learning_rate, min_step=min_step, seed=seed, n_threads=n_threads,
+    opt = dict(
+        n_bins=n_bins, n_samples=n_samples, learning_rate=learning_rate, min_step=min_step,
+        seed=seed, n_threads=n_threads,
     )  # fmt: skip
+    if initializer == "brain":
+        tx = _best_brain_start(
+            fixed, moving, fmask, mmask, levels, fixed_affine, moving_affine,
+            np.asarray(fixed_brain, dtype=bool), np.asarray(moving_brain, dtype=bool),
+            extra_rotations_deg=extra_rotations_deg, opt=opt,
+        )  # fmt: skip
+        metric, stop = _optimise(levels, tx, **opt)  # type: ignore[arg-type]
+    else:
+        tx = _initial_rigid(fixed, moving, fmask, mmask, initializer)
+        metric, stop = _optimise(levels, tx, **opt)  # type: ignore[arg-type]
     _check_result(
         tx, metric, np.array(tx.GetCenter()), what="rigid registration",
         max_final_metric=max_final_metric, max_translation_mm=max_translation_mm,
         max_rotation_deg=max_rotation_deg, scale_range=None,
+    )  # fmt: skip
+    _check_brain_overlap(
+        tx, fixed_brain, fixed_affine, moving_brain, moving_affine, min_brain_dice,
+        what="rigid registration", n_threads=n_threads,
     )  # fmt: skip
     log.info("rigid registration: metric %.4f, parameters %s (%s)", metric,
              np.round(tx.GetParameters(), 4).tolist(), stop)  # fmt: skip
@@ -542,6 +773,10 @@ def estimate_affine(
     max_rotation_deg: float | None = 45.0,
     scale_range: tuple[float, float] | None = (0.6, 1.6),
     similarity_stage: bool = True,
+    fixed_brain: np.ndarray | None = None,
+    moving_brain: np.ndarray | None = None,
+    extra_rotations_deg: float = 20.0,
+    min_brain_dice: float | None = None,
 ) -> sitk.AffineTransform:
     """Estimate an affine (12 dof) transform aligning ``moving`` to ``fixed``.
 
@@ -555,6 +790,10 @@ def estimate_affine(
     similarity_stage : bool
         Run a 7-dof similarity stage (versor rotation, isotropic scale,
         translation) over the pyramid before the 12-dof stage.
+
+    ``initializer="brain"``, ``fixed_brain``, ``moving_brain``,
+    ``extra_rotations_deg`` and ``min_brain_dice`` work as in
+    :func:`estimate_rigid` (the best rigid start seeds the similarity stage).
 
     Returns
     -------
@@ -570,6 +809,7 @@ def estimate_affine(
     moving = _as_image(moving_array, moving_affine, "moving_array")
     fmask = _as_mask(fixed_mask, fixed.GetSize(), fixed_affine, "fixed_mask")
     mmask = _as_mask(moving_mask, moving.GetSize(), moving_affine, "moving_mask")
+    _check_brains("estimate_affine", initializer, fixed_brain, moving_brain, min_brain_dice)
     levels = _pyramid(
         fixed, moving, fmask, mmask, shrink_factors=shrink_factors,
         smoothing_sigmas_mm=smoothing_sigmas_mm, n_iterations=n_iterations, n_threads=n_threads,
@@ -580,9 +820,17 @@ def estimate_affine(
     )  # fmt: skip
     # similarity (rotation, isotropic scale, translation) first, then the 12 dof;
     # straight to 12 dof stalled 1.5-2.5 mm off on a synthetic head scaled by 8 %
-    init = _initial_rigid(fixed, moving, fmask, mmask, initializer)
+    if initializer == "brain":
+        init = _best_brain_start(
+            fixed, moving, fmask, mmask, levels, fixed_affine, moving_affine,
+            np.asarray(fixed_brain, dtype=bool), np.asarray(moving_brain, dtype=bool),
+            extra_rotations_deg=extra_rotations_deg, opt=common,
+        )  # fmt: skip
+    else:
+        init = _initial_rigid(fixed, moving, fmask, mmask, initializer)
     sim = sitk.Similarity3DTransform()
     sim.SetCenter(init.GetCenter())
+    sim.SetMatrix(init.GetMatrix())
     sim.SetTranslation(init.GetTranslation())
     if similarity_stage:
         _optimise(levels, sim, **common)
@@ -595,6 +843,10 @@ def estimate_affine(
         aff, metric, np.array(aff.GetCenter()), what="affine registration",
         max_final_metric=max_final_metric, max_translation_mm=max_translation_mm,
         max_rotation_deg=max_rotation_deg, scale_range=scale_range,
+    )  # fmt: skip
+    _check_brain_overlap(
+        aff, fixed_brain, fixed_affine, moving_brain, moving_affine, min_brain_dice,
+        what="affine registration", n_threads=n_threads,
     )  # fmt: skip
     log.info("affine registration: metric %.4f (%s)", metric, stop)
     return aff
