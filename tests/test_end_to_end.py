@@ -184,6 +184,50 @@ def test_gd_lesions_and_cua_published(sample_run):
     assert 0 < follow["cua_count"] < follow["gd_count"] + new_enl
 
 
+def test_black_holes_against_phantom_truth(sample_run):
+    """T1 black holes: within 20 % of the planted black-hole volume at every visit with a
+    T1w, n/a (never 0) without one; the T1hypo rows are the T1hypo dseg, each inside the
+    T2 lesion it names; gd_count_confident next to gd_count."""
+    _, out = sample_run
+    visits = read_tsv(out / "visits.tsv").set_index("session_id")
+    truth = read_tsv(TRUTH / "sub-phantom02" / "sub-phantom02_visits.tsv").set_index("session_id")
+    for ses in ("01", "02"):  # with a T1w
+        row = visits.loc[f"ses-{ses}"]
+        want = truth.loc[f"ses-{ses}", "bh_volume_mm3"]
+        assert abs(row["bh_volume_mm3"] - want) <= 0.2 * want, (ses, row["bh_volume_mm3"], want)
+        assert pd.isna(row["bh_volume_persistent_mm3"])
+        assert 0 <= row["gd_count_confident"] <= row["gd_count"]
+        anat = out / "sub-phantom02" / f"ses-{ses}" / "anat"
+        prefix = f"sub-phantom02_ses-{ses}"
+        bh = np.asarray(nib.load(str(anat / f"{prefix}_label-T1hypo_dseg.nii.gz")).dataobj)
+        mask = np.asarray(nib.load(str(anat / f"{prefix}_label-T1hypo_mask.nii.gz")).dataobj)
+        np.testing.assert_array_equal(mask > 0, bh > 0)
+        side = json.loads((anat / f"{prefix}_label-T1hypo_mask.json").read_text())
+        assert side["LesionCount"] == row["bh_count"] and side["inputs"]["T1w"]["sha256"]
+        assert 0 < side["GreyMatterContrast"] < 1
+        t2 = np.asarray(nib.load(str(anat / f"{prefix}_label-T2lesion_dseg.nii.gz")).dataobj)
+        lesions = read_tsv(anat / f"{prefix}_lesions.tsv")
+        rows = lesions[lesions["label"] == "T1hypo"]
+        assert len(rows) == row["bh_count"] > 0
+        assert sorted(np.unique(bh[bh > 0]).tolist()) == sorted(rows["lesion_id"].tolist())
+        for r in rows.itertuples():
+            assert (t2[bh == r.lesion_id] == r.t2_lesion_id).all()
+            assert r.t1_contrast_mean >= 0.2
+        vv = float(
+            np.prod(nib.load(str(anat / f"{prefix}_label-T1hypo_mask.nii.gz")).header.get_zooms())
+        )
+        assert np.count_nonzero(mask) * vv == pytest.approx(row["bh_volume_mm3"])
+    # ses-03 has a FLAIR only: not measured, n/a and no files
+    row = visits.loc["ses-03"]
+    for col in ("bh_count", "bh_volume_mm3", "bh_volume_persistent_mm3", "gd_count_confident"):
+        assert pd.isna(row[col]), col
+    assert not list((out / "sub-phantom02" / "ses-03" / "anat").glob("*T1hypo*"))
+    ends = read_tsv(out / "endpoints.tsv").set_index("period")
+    assert (
+        ends.loc["first_treatment", "bh_volume_mm3_start"] == visits.loc["ses-01", "bh_volume_mm3"]
+    )
+
+
 def test_qc_report_of_the_sample_subject_opens_clean_in_chromium(
     sample_run, chromium, page_watcher, keep_artifacts, tmp_path
 ):
@@ -208,7 +252,7 @@ def test_qc_report_of_the_sample_subject_opens_clean_in_chromium(
         page.screenshot(path=str(shot), full_page=True)
     keep_artifacts(shot)
     assert messages == [] and failed == [] and broken == []
-    assert n_images >= 6  # T2 and Gd+ mosaics, change, registration, flicker frames
+    assert n_images >= 6  # T2, Gd+ and black-hole mosaics, change, registration, flicker
     for ses in ("01", "02", "03"):
         table = read_tsv(out / f"sub-phantom02/ses-{ses}/anat/sub-phantom02_ses-{ses}_lesions.tsv")
         want = {(ses, str(r.label), str(r.lesion_id)) for r in table.itertuples()}

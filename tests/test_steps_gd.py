@@ -15,7 +15,13 @@ import pandas as pd
 import pytest
 
 from lesionq.errors import ConfigError, GeometryError
-from lesionq.steps_gd import GD_DETAIL_COLUMNS, GD_TABLE_COLUMNS, GdResult, segment_gd_volumes
+from lesionq.steps_gd import (
+    GD_DETAIL_COLUMNS,
+    GD_STEP_KEYS,
+    GD_TABLE_COLUMNS,
+    GdResult,
+    segment_gd_volumes,
+)
 from lesionq.types import Volume
 
 _spec = importlib.util.spec_from_file_location(
@@ -159,6 +165,9 @@ def test_protocol_gd_section_matches_the_function(repo_root: Path, vols, result)
     assert testing == gd
     params = inspect.signature(segment_enhancing).parameters
     for key, value in gd.items():
+        if key in GD_STEP_KEYS:  # handled by the step (confident_min)
+            assert GD_STEP_KEYS[key] == value, key
+            continue
         assert key in params, key
         assert params[key].default == value, key
     res = segment_gd_volumes(

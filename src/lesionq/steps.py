@@ -457,7 +457,8 @@ def validate_settings(settings: Any) -> None:
     Raises
     ------
     lesionq.errors.ConfigError
-        A key is not a parameter of its function (typo, removed setting), or
+        A key is not a parameter of its function (typo, removed setting; ``[gd]``
+        and ``[black_holes]`` may also hold the keys their step handles), or
         ``[longitudinal_registration] mode`` is neither ``"rigid"`` nor ``"affine"``,
         or ``[change]`` sets what the step sets (``min_volume_mm3`` and
         ``connectivity`` belong to ``[lesions]``), or the trial schedule
@@ -472,6 +473,10 @@ def validate_settings(settings: Any) -> None:
         from .steps_gd import _check_gd_section
 
         _check_gd_section(settings.section("gd"))
+    if "black_holes" in settings.sections:
+        from .steps_black_holes import check_black_holes_section
+
+        check_black_holes_section(settings.section("black_holes"))
     clash = sorted(set(settings.section("change")) & set(_CHANGE_SET_BY_STEP))
     if clash:
         raise ConfigError(

@@ -30,6 +30,7 @@ __all__ = [
     "GD_TABLE_COLUMNS",
     "GD_DETAIL_COLUMNS",
     "GD_SET_BY_STEP",
+    "GD_STEP_KEYS",
     "GD_INPUTS",
     "segment_gd_volumes",
 ]
@@ -49,6 +50,7 @@ GD_TABLE_COLUMNS: tuple[str, ...] = (
     "enhancement_peak",
     "enhancement_mean",
     "ring",
+    "confidence",
     "inputs",
 )
 
@@ -80,6 +82,13 @@ GD_SET_BY_STEP: tuple[str, ...] = (
 )
 
 
+#: Keys of the ``[gd]`` protocol section that this step handles itself (not parameters
+#: of :func:`~lesionq.core.enhancement.segment_enhancing`), with their defaults:
+#: ``confident_min`` (0..1, inclusive) is the confidence a Gd+ lesion needs to count in
+#: :attr:`GdResult.count_confident` (``gd_count_confident``).
+GD_STEP_KEYS: dict[str, float] = {"confident_min": 0.5}
+
+
 @dataclass(frozen=True)
 class GdResult:
     """Gd+ lesions of one visit, on the FLAIR grid.
@@ -96,7 +105,8 @@ class GdResult:
         ``"Gd"``; ``centroid_*_mm`` world RAS+ mm; ``location`` a McDonald class or
         ``"n/a"`` without an atlas location map; ``enhancement_peak`` /
         ``enhancement_mean`` enhancement ratios (0 = normal-appearing white
-        matter, 0.3 = 30 % above it); ``ring`` bool; ``inputs`` as below.
+        matter, 0.3 = 30 % above it); ``ring`` bool; ``confidence`` in [0, 1]
+        (:func:`lesionq.core.enhancement.gd_confidence`); ``inputs`` as below.
     inputs : str
         ``"post+pre"``, ``"post+flair"`` or ``"post"`` (:data:`GD_INPUTS`).
     enhancement : Volume
@@ -108,6 +118,9 @@ class GdResult:
         the fields of :class:`lesionq.core.enhancement.GdCandidate`.
     count : int
         Number of Gd+ lesions (``gd_count``).
+    count_confident : int
+        Gd+ lesions with ``confidence >= confident_min`` (``gd_count_confident``;
+        ``confident_min`` of the ``[gd]`` section, :data:`GD_STEP_KEYS`).
     volume_mm3 : float
         Total Gd+ volume, mm3 (``gd_volume_mm3``).
     ratio_sd, blob_sd : float
@@ -125,6 +138,7 @@ class GdResult:
     details: pd.DataFrame = field(repr=False)
     candidates: pd.DataFrame = field(repr=False)
     count: int = 0
+    count_confident: int = 0
     volume_mm3: float = 0.0
     ratio_sd: float = float("nan")
     blob_sd: float = float("nan")
@@ -135,6 +149,14 @@ def _check_gd_section(gd: Mapping[str, Any]) -> dict[str, Any]:
     params = inspect.signature(segment_enhancing).parameters
     out: dict[str, Any] = {}
     for key, value in dict(gd).items():
+        if key in GD_STEP_KEYS:
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, int | float)
+                or not 0.0 <= float(value) <= 1.0
+            ):
+                raise ConfigError(f"[gd] {key} must be a number in [0, 1], got {value!r}")
+            continue
         if key in GD_SET_BY_STEP:
             raise ConfigError(
                 f"[gd] {key} is set by the Gd step itself (images, geometry, atlas maps; the "
@@ -176,6 +198,7 @@ def _tables(res: GdSegmentation, affine: np.ndarray) -> tuple[pd.DataFrame, pd.D
             "enhancement_peak": [les.peak_ratio for les in res.lesions],
             "enhancement_mean": [les.mean_ratio for les in res.lesions],
             "ring": np.array([les.ring for les in res.lesions], dtype=bool),
+            "confidence": [les.confidence for les in res.lesions],
             "inputs": pd.Series([res.inputs] * n, dtype=object),
         }
     )
@@ -255,6 +278,7 @@ def segment_gd_volumes(
         From :func:`~lesionq.core.enhancement.segment_enhancing`.
     """
     kwargs = _check_gd_section(gd)
+    confident_min = float(gd.get("confident_min", GD_STEP_KEYS["confident_min"]))
     post = _on_grid("t1ce (post-contrast T1)", t1ce, flair).astype(np.float32, copy=False)
     mask = _on_grid("brain_mask", brain_mask, flair) > 0
     pre = None
@@ -300,6 +324,7 @@ def segment_gd_volumes(
         details=details,
         candidates=cands,
         count=res.n_lesions,
+        count_confident=int((table["confidence"].to_numpy(float) >= confident_min).sum()),
         volume_mm3=res.volume_mm3,
         ratio_sd=res.ratio_sd,
         blob_sd=res.blob_sd,

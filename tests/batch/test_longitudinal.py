@@ -490,3 +490,14 @@ def test_sample_data_change_and_registration_against_truth(tmp_path):
     missed_at = {r["visit"] for r in results if r["missed"]}
     assert missed_at <= {"sub-phantom02 ses-03"}, report
     assert sum(len(r["missed"]) for r in results) <= 2, report
+    # T1 black holes: within 20 % of the planted black-hole volume wherever a T1w exists
+    visits = pd.read_csv(out / "visits.tsv", sep="\t", na_values=["n/a"])
+    for sub in ("phantom01", "phantom02"):
+        truth = pd.read_csv(TRUTH / f"sub-{sub}" / f"sub-{sub}_visits.tsv", sep="\t")
+        for t in truth.itertuples():
+            row = visits[(visits["participant_id"] == f"sub-{sub}")].set_index("session_id")
+            got = row.loc[t.session_id, "bh_volume_mm3"]
+            if "T1w" in str(row.loc[t.session_id, "contrasts_used"]).split("+"):
+                assert abs(got - t.bh_volume_mm3) <= 0.2 * t.bh_volume_mm3, (sub, t, got)
+            else:
+                assert pd.isna(got), (sub, t.session_id)

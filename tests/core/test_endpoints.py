@@ -427,3 +427,50 @@ def test_count_interval_mismatch_is_noted():
     assert ft["notes"].count("counted since") == 1
     assert "ses-03 (week 12): new/enlarging counted since ses-x" in ft["notes"]
     assert "ses-02" in ft["notes"]
+
+
+# --------------------------------------------------------------------------- volumes
+
+
+def test_volumes_are_reported_at_the_period_start_and_end_not_summed():
+    s = parse_schedule(MESEMS, PERIODS, {"counts": ["gd_count"], "volumes": ["bh_volume_mm3"]})
+    assert s.volumes == ("bh_volume_mm3",) and s.as_dict()["volumes"] == ["bh_volume_mm3"]
+    assert endpoint_columns(s)[-8:-3] == (
+        "bh_volume_mm3_start_week",
+        "bh_volume_mm3_start",
+        "bh_volume_mm3_end_week",
+        "bh_volume_mm3_end",
+        "bh_volume_mm3_change",
+    )
+    rows = [
+        # a visit without a T1w has no black-hole volume (None), never 0
+        dict(participant_id="s", session_id=f"ses-{w}", status="ok", week=w, gd_count=0,
+             bh_volume_mm3=v)
+        for w, v in ((0, 100.0), (4, 500.0), (12, 700.0), (24, 130.25), (28, None), (36, 1.0))
+    ]  # fmt: skip
+    first, after = period_endpoints(rows, s)
+    assert (first["bh_volume_mm3_start_week"], first["bh_volume_mm3_end_week"]) == (0, 24)
+    assert (first["bh_volume_mm3_start"], first["bh_volume_mm3_end"]) == (100.0, 130.25)
+    assert first["bh_volume_mm3_change"] == pytest.approx(30.25) and first["complete"]
+    # after the cross-over: start = week 24, end = week 48 (not scanned): n/a, incomplete
+    assert after["bh_volume_mm3_start"] == 130.25 and after["bh_volume_mm3_end"] is None
+    assert after["bh_volume_mm3_change"] is None and not after["complete"]
+    # week 28 was scanned without a T1w: not a missing start/end volume (it is neither)
+    assert "bh_volume_mm3" not in after["missing_counts"]
+    rows[3]["bh_volume_mm3"] = float("nan")  # week 24 scanned, no T1w
+    first, after = period_endpoints(rows, s)
+    assert first["bh_volume_mm3_change"] is None and not first["complete"]
+    assert first["missing_counts"] == "bh_volume_mm3@24"
+    assert after["bh_volume_mm3_start"] is None and "bh_volume_mm3@24" in after["missing_counts"]
+
+
+def test_volumes_default_to_none_and_bad_names_are_refused():
+    assert parse_schedule(MESEMS, PERIODS).volumes == ()
+    with pytest.raises(ConfigError, match="unknown volume"):
+        parse_schedule(MESEMS, PERIODS, {"volumes": ["bh_count"]})
+    with pytest.raises(ConfigError, match="twice"):
+        parse_schedule(MESEMS, PERIODS, {"volumes": ["bh_volume_mm3", "bh_volume_mm3"]})
+    s = parse_schedule(MESEMS, PERIODS, {"volumes": ["bh_volume_mm3"]})
+    bad = dict(participant_id="s", session_id="a", status="ok", week=24, bh_volume_mm3=-1.0)
+    with pytest.raises(InputError, match="bh_volume_mm3"):
+        period_endpoints([bad], s)

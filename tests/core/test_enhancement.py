@@ -181,6 +181,23 @@ def test_nodular_and_ring_found(ph: Phantom, full) -> None:
     assert set(GD_REASONS) >= {c.reason for c in full.candidates}
 
 
+def test_confidence_ranks_the_strong_round_lesion_above_the_weak_one(ph: Phantom, full) -> None:
+    """Every lesion has a confidence in [0, 1]; without FLAIR support it can only drop."""
+    conf = [les.confidence for les in full.lesions]
+    assert all(0.0 <= c <= 1.0 for c in conf)
+    assert max(conf) > 0.5
+    nof = segment_enhancing(
+        ph.post, ph.brain, VS, pre=ph.pre, priors=ph.priors, location_map=ph.location
+    )
+    by_centre = {les.centroid_vox: les.confidence for les in full.lesions}
+    for les in nof.lesions:
+        near = min(
+            by_centre,
+            key=lambda c: sum((a - b) ** 2 for a, b in zip(c, les.centroid_vox, strict=True)),
+        )
+        assert les.confidence <= by_centre[near] + 1e-9
+
+
 def test_vessel_edge_and_choroid_rejected(ph: Phantom, full) -> None:
     for name, reason in (("vessel", "vessel"), ("edge", "edge"), ("choroid", "choroid_plexus")):
         st = ph.structures[name]

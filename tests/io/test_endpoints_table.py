@@ -26,33 +26,35 @@ def settings(**sections) -> Settings:
 
 def visits() -> pd.DataFrame:
     """Two subjects. sub-01: dated, week 12 failed, an unscheduled visit at day 60.
-    sub-02: no acq_time, placed by session label; no post-contrast at week 28."""
+    sub-02: no acq_time, placed by session label; no post-contrast and no T1w at week 28."""
     na = pd.NA
     rows = [
-        # participant, session, status, acq_time, new, enl, gd, cua
-        ("sub-01", "ses-01", "ok", "2024-01-10T09:00:00", na, na, 0, na),
-        ("sub-01", "ses-02", "ok", "2024-02-07T10:00:00", 2, 1, 1, 3),
-        ("sub-01", "ses-02x", "ok", "2024-03-10T10:00:00", 4, 0, 0, 4),  # day 60: no window
-        ("sub-01", "ses-03", "failed", "2024-04-03T10:00:00", na, na, na, na),
-        ("sub-01", "ses-04", "ok", "2024-06-26T10:00:00", 1, 0, 2, 2),  # day 168
-        ("sub-01", "ses-05", "ok", "2024-07-31T10:00:00", 0, 0, 0, 0),  # day 203 (+7, edge)
-        ("sub-01", "ses-06", "ok", "2024-09-25T10:00:00", 0, 1, 0, 1),
-        ("sub-01", "ses-07", "ok", "2024-12-04T10:00:00", 0, 0, 0, 0),
-        ("sub-02", "ses-01", "ok", na, na, na, 3, na),
-        ("sub-02", "ses-02", "ok", na, 1, 0, 0, 1),
-        ("sub-02", "ses-03", "ok", na, 0, 0, 0, 0),
-        ("sub-02", "ses-04", "ok", na, 2, 0, 1, 2),
-        ("sub-02", "ses-05", "ok", na, 1, 0, na, na),
+        # participant, session, status, acq_time, new, enl, gd, cua, bh_volume_mm3
+        ("sub-01", "ses-01", "ok", "2024-01-10T09:00:00", na, na, 0, na, 100.0),
+        ("sub-01", "ses-02", "ok", "2024-02-07T10:00:00", 2, 1, 1, 3, 110.0),
+        ("sub-01", "ses-02x", "ok", "2024-03-10T10:00:00", 4, 0, 0, 4, 0.0),  # day 60: no window
+        ("sub-01", "ses-03", "failed", "2024-04-03T10:00:00", na, na, na, na, na),
+        ("sub-01", "ses-04", "ok", "2024-06-26T10:00:00", 1, 0, 2, 2, 130.5),  # day 168
+        ("sub-01", "ses-05", "ok", "2024-07-31T10:00:00", 0, 0, 0, 0, 131.0),  # day 203 (+7, edge)
+        ("sub-01", "ses-06", "ok", "2024-09-25T10:00:00", 0, 1, 0, 1, 140.0),
+        ("sub-01", "ses-07", "ok", "2024-12-04T10:00:00", 0, 0, 0, 0, 150.0),
+        ("sub-02", "ses-01", "ok", na, na, na, 3, na, 50.0),
+        ("sub-02", "ses-02", "ok", na, 1, 0, 0, 1, 52.0),
+        ("sub-02", "ses-03", "ok", na, 0, 0, 0, 0, 53.0),
+        ("sub-02", "ses-04", "ok", na, 2, 0, 1, 2, 55.0),
+        ("sub-02", "ses-05", "ok", na, 1, 0, na, na, na),
     ]
     cols = ["participant_id", "session_id", "status", "acq_time"] + [
         "new_t2_count",
         "enlarging_t2_count",
         "gd_count",
         "cua_count",
+        "bh_volume_mm3",
     ]
     df = pd.DataFrame(rows, columns=cols)
-    for c in cols[4:]:
+    for c in cols[4:8]:
         df[c] = df[c].astype("Int64")
+    df["bh_volume_mm3"] = df["bh_volume_mm3"].astype("Float64")
     return df
 
 
@@ -82,6 +84,12 @@ def test_write_endpoints_table_and_sidecar(tmp_path):
     ac = row(table, "sub-01", "after_crossover")
     assert ac["complete"] and ac["sessions"] == "ses-05,ses-06,ses-07"
     assert ac["enlarging_t2_count_cumulative"] == 1
+    # black-hole volume: at the week before the period and at its last week, not summed
+    assert (ft["bh_volume_mm3_start_week"], ft["bh_volume_mm3_end_week"]) == (0, 24)
+    assert ft["bh_volume_mm3_start"] == 100.0 and ft["bh_volume_mm3_end"] == 130.5
+    assert ft["bh_volume_mm3_change"] == pytest.approx(30.5)
+    assert (ac["bh_volume_mm3_start_week"], ac["bh_volume_mm3_end_week"]) == (24, 48)
+    assert ac["bh_volume_mm3_change"] == pytest.approx(19.5)
 
     # sub-02: placed by label; gd/cua n/a at week 28 -> left out, not zero
     ac2 = row(table, "sub-02", "after_crossover")
@@ -90,6 +98,11 @@ def test_write_endpoints_table_and_sidecar(tmp_path):
     assert ac2["new_t2_count_cumulative"] == 1
     ft2 = row(table, "sub-02", "first_treatment")
     assert ft2["complete"] and ft2["gd_count_cumulative"] == 1
+    assert ft2["bh_volume_mm3_change"] == pytest.approx(5.0)
+    # no visit at week 48 (and no T1w at week 28): the end volume and the change are n/a
+    assert ac2["bh_volume_mm3_start"] == 55.0
+    assert pd.isna(ac2["bh_volume_mm3_end"]) and pd.isna(ac2["bh_volume_mm3_change"])
+    assert "bh_volume_mm3" not in ac2["missing_counts"] and not ac2["complete"]  # week 48: missing
 
     # "n/a" on disk for missing values
     text = dest.read_text()
@@ -101,6 +114,8 @@ def test_write_endpoints_table_and_sidecar(tmp_path):
     assert side["inputs"]["visits"]["sha256"]
     assert side["Schedule"]["periods"]["first_treatment"] == [4, 12, 24]
     assert side["gd_count_cumulative"]["Units"] == "lesions"
+    assert side["bh_volume_mm3_change"]["Units"] == "mm3"
+    assert side["Schedule"]["volumes"] == ["bh_volume_mm3"]
     assert set(endpoint_columns(sched)) <= set(side)
     placed = {(a["participant_id"], a["session_id"]): a for a in side["VisitAssignments"]}
     assert placed[("sub-01", "ses-02x")]["code"] == "out_of_window"

@@ -49,3 +49,32 @@ def test_bad_options_are_rejected():
         init_visit_wf(contrasts=("dwi",), **SECTIONS)
     with pytest.raises(ValueError, match="n_threads"):
         init_visit_wf(n_threads=0, **SECTIONS)
+
+
+@pytest.mark.parametrize(
+    "contrasts", [c for n in range(4) for c in itertools.combinations(("t1", "t2", "t1ce"), n)]
+)
+def test_black_hole_node_runs_only_with_a_t1(contrasts):
+    """segment_bh: with [black_holes] and a pre-contrast T1; fed the T2 labels, the T1, the
+    atlas priors and (with a post-contrast T1 and [gd]) the Gd+ mask."""
+    wf = init_visit_wf(contrasts=contrasts, gd={}, black_holes={"hypo_fraction": 0.35}, **SECTIONS)
+    names = set(wf.list_node_names())
+    assert ("segment_bh" in names) == ("t1" in contrasts)
+    if "segment_bh" not in names:
+        return
+    bh = wf.get_node("segment_bh")
+    assert bh.inputs.black_holes == {"hypo_fraction": 0.35}
+    assert bh.inputs.lesions == {"min_volume_mm3": 3.0}
+    preds = {p.name for p in wf._graph.predecessors(bh)}
+    assert {"coreg_t1", "tabulate", "prep_flair", "atlas"} <= preds
+    assert ("segment_gd" in preds) == ("t1ce" in contrasts)
+    succ = {s.name for s in wf._graph.successors(bh)}
+    assert succ == {"outputnode"}
+
+
+def test_no_black_hole_node_without_the_protocol_section():
+    wf = init_visit_wf(contrasts=("t1", "t1ce"), gd={}, **SECTIONS)
+    assert "segment_bh" not in set(wf.list_node_names())
+    # the Gd+ node reports its confident count
+    edges = wf._graph.get_edge_data(wf.get_node("segment_gd"), wf.get_node("outputnode"))
+    assert ("gd_count_confident", "gd_count_confident") in edges["connect"]

@@ -27,6 +27,8 @@ _OPTIONAL = (
     "xfm_template",
     "gd_mask",
     "gd_labels",
+    "bh_mask",
+    "bh_labels",
 )
 
 #: Input roles as written into sidecars.
@@ -93,6 +95,9 @@ def run_visit_workflow(
         lesions=settings.section("lesions"),
         location=settings.section("location"),
         gd=settings.section("gd") if "gd" in settings.sections else None,
+        black_holes=(
+            settings.section("black_holes") if "black_holes" in settings.sections else None
+        ),
         use_atlas=bool(atlas.get("enabled", True)),
         n_threads=n_procs,
         name=tag,
@@ -113,10 +118,15 @@ def run_visit_workflow(
     publish = {k: outs[k] for k in _ALWAYS}
     publish.update({k: outs[k] for k in _OPTIONAL if _defined(outs.get(k))})
     has_gd = _defined(outs.get("gd_lesions"))
-    if has_gd:
-        # one lesion table per visit: the Gd+ rows (label "Gd", ids of the Gd dseg)
-        # after the T2 rows (label "T2", ids of the T2 dseg)
-        publish["lesions"] = _merge_lesion_tables(outs["lesions"], outs["gd_lesions"], work)
+    has_bh = _defined(outs.get("bh_lesions"))
+    if has_gd or has_bh:
+        # one lesion table per visit: the T2 rows (label "T2", ids of the T2 dseg), then
+        # the Gd+ rows (label "Gd", ids of the Gd dseg), then the black holes (label
+        # "T1hypo", ids of the T1hypo dseg)
+        extra_tables = [
+            outs[k] for k, has in (("gd_lesions", has_gd), ("bh_lesions", has_bh)) if has
+        ]
+        publish["lesions"] = _merge_lesion_tables(outs["lesions"], extra_tables, work)
     prov = provenance(settings, {_ROLES[k]: files[k] for k in ("flair", *contrasts)})
     publish_visit(
         out_dir,
@@ -140,12 +150,18 @@ def run_visit_workflow(
                 if has_gd
                 else {}
             ),
+            **({"bh_mask": _bh_sidecar(outs, settings)} if has_bh else {}),
         },
     )
     return {
         "gd_count": int(outs["gd_count"]) if has_gd else None,
+        "gd_count_confident": int(outs["gd_count_confident"]) if has_gd else None,
         "gd_volume_mm3": round(float(outs["gd_volume_mm3"]), 3) if has_gd else None,
         "gd_inputs": str(outs["gd_inputs"]) if has_gd else None,
+        "bh_count": int(outs["bh_count"]) if has_bh else None,
+        "bh_volume_mm3": round(float(outs["bh_volume_mm3"]), 3) if has_bh else None,
+        # persistent black holes need earlier visits on this grid: not computed (n/a)
+        "bh_volume_persistent_mm3": None,
         "t2_count": int(outs["t2_count"]),
         "t2_volume_mm3": round(float(outs["t2_volume_mm3"]), 3),
         "brain_volume_mm3": round(float(outs["brain_volume_mm3"]), 1),
@@ -154,20 +170,47 @@ def run_visit_workflow(
     }
 
 
-def _merge_lesion_tables(t2_table: str, gd_table: str, work: Path) -> Path:
-    """``lesions.tsv`` with the Gd+ rows appended (columns: the union, T2 first)."""
+def _merge_lesion_tables(t2_table: str, others: list[str], work: Path) -> Path:
+    """``lesions.tsv``: the T2 rows, then the rows of ``others`` (columns: the union, T2 first)."""
     import pandas as pd
 
     from ..io.tables import read_tsv, write_tsv
 
-    t2 = read_tsv(t2_table)
-    gd = read_tsv(gd_table)
-    merged = pd.concat([t2, gd], ignore_index=True, sort=False) if len(gd) else t2
-    cols = list(t2.columns) + [c for c in gd.columns if c not in t2.columns]
+    merged = read_tsv(t2_table)
+    cols = list(merged.columns)
+    for path in others:
+        extra = read_tsv(path)
+        cols += [c for c in extra.columns if c not in cols]
+        if len(extra):
+            merged = pd.concat([merged, extra], ignore_index=True, sort=False)
     for col in cols:
         if col not in merged:
             merged[col] = pd.NA
-    return write_tsv(merged[cols], work / "lesions_t2_gd.tsv")
+    return write_tsv(merged[cols], work / "lesions_merged.tsv")
+
+
+def _bh_sidecar(outs: dict[str, Any], settings: Settings) -> dict[str, Any]:
+    """Sidecar fields of the black-hole mask: counts, reference levels, the rule."""
+    levels = dict(outs.get("bh_levels") or {})
+    bh = settings.section("black_holes")
+    return {
+        "LesionCount": int(outs["bh_count"]),
+        "LesionVolume_mm3": float(outs["bh_volume_mm3"]),
+        "T1ReferenceLevels": {
+            "NAWM": levels.get("nawm"),
+            "CSF": levels.get("csf"),
+            "GreyMatter": levels.get("gm"),
+        },
+        "GreyMatterContrast": levels.get("gm_fraction"),
+        "HypointensityRule": (
+            "T2-lesion voxels with T1 contrast c = (NAWM - T1) / (NAWM - CSF) >= "
+            f"{bh.get('hypo_fraction')} (NAWM around each T2 lesion), grown to "
+            f"{bh.get('edge_level')} x their mean contrast within {bh.get('rim_voxels')} voxel(s); "
+            "Gd+ voxels excluded"
+        ),
+        "ExcludedEnhancing_mm3": levels.get("excluded_enhancing_mm3"),
+        "PersistentBlackHoles": "not computed (bh_volume_persistent_mm3 is n/a)",
+    }
 
 
 def _collect_outputs(wf: Any, graph: Any) -> dict[str, Any]:

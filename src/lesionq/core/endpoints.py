@@ -32,6 +32,8 @@ Schedule (checked by :func:`parse_schedule`, each broken rule a
   period beside the two halves).
 * ``[endpoints] counts``: the per-visit counts cumulated per period, a subset of
   :data:`ENDPOINT_COUNTS` (default: all of them).
+* ``[endpoints] volumes``: per-visit volumes reported per period, a subset of
+  :data:`ENDPOINT_VOLUMES` (default: none).
 
 Visit assignment (:func:`assign_visits`):
 
@@ -66,8 +68,17 @@ Period endpoints (:func:`period_endpoints`):
   ``<count>_n_visits`` says how many visits the sum covers. With no visit
   covered, the sum is ``None`` (n/a), never 0. ``<count>_per_visit`` is the sum
   divided by ``<count>_n_visits``.
+* A volume (e.g. ``bh_volume_mm3``, the T1 black holes) is not summed: each
+  period reports it at its *start*, the scheduled week just before the
+  period's first week (the baseline for a period right after it), and at its
+  *end*, the period's last week, and their difference (``change`` = end -
+  start). A value at a week that is not observed, or not available there
+  (None/NaN: e.g. no T1w at that visit), is None (n/a), and so is a change
+  that needs it; an observed visit without the value is listed in
+  ``missing_counts`` as ``<volume>@<week>``.
 * Nothing is imputed. ``complete`` is true only when every scheduled week of
-  the period is observed and every count is available at each of them.
+  the period is observed, every count is available at each of them and every
+  volume at the period's start and end weeks.
 * New and enlarging counts are relative to the visit before (``previous_session_id``
   in the visit rows, when given). When that is not the subject's previous
   observed scheduled visit (an out-of-window or failed visit in between, a
@@ -90,6 +101,7 @@ from ..errors import ConfigError, InputError
 
 __all__ = [
     "ENDPOINT_COUNTS",
+    "ENDPOINT_VOLUMES",
     "ASSIGNMENT_CODES",
     "ScheduledVisit",
     "Period",
@@ -113,6 +125,16 @@ ENDPOINT_COUNTS: tuple[str, ...] = (
     "cua_count",
 )
 
+#: Per-visit volumes (``visits.tsv`` columns, mm3) that may be reported per period
+#: (at the period's start and end weeks and their change; never summed).
+ENDPOINT_VOLUMES: tuple[str, ...] = (
+    "t2_volume_mm3",
+    "bh_volume_mm3",
+)
+
+#: Suffixes of the per-period columns of each volume, in table order.
+VOLUME_SUFFIXES: tuple[str, ...] = ("_start_week", "_start", "_end_week", "_end", "_change")
+
 #: ``VisitAssignment.code`` values.
 ASSIGNMENT_CODES: tuple[str, ...] = (
     "in_window",  # placed by date, inside the window of `week`
@@ -124,7 +146,7 @@ ASSIGNMENT_CODES: tuple[str, ...] = (
 )
 
 _SCHEDULE_KEYS = ("baseline_week", "weeks", "window_days", "session_weeks")
-_ENDPOINT_KEYS = ("counts",)
+_ENDPOINT_KEYS = ("counts", "volumes")
 
 
 # --------------------------------------------------------------------------- the model
@@ -188,6 +210,9 @@ class Schedule:
         Session label -> nominal week, used for sessions without a date.
     source : str
         Where the schedule came from (for messages).
+    volumes : tuple of str
+        Volumes reported per period at its start and end weeks (a subset of
+        :data:`ENDPOINT_VOLUMES`; empty by default).
     """
 
     baseline_week: int
@@ -196,6 +221,7 @@ class Schedule:
     counts: tuple[str, ...]
     session_weeks: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
     source: str = "protocol"
+    volumes: tuple[str, ...] = ()
 
     @property
     def weeks(self) -> tuple[int, ...]:
@@ -216,8 +242,22 @@ class Schedule:
             "visits": [asdict(v) for v in self.visits],
             "periods": {p.name: list(p.weeks) for p in self.periods},
             "counts": list(self.counts),
+            "volumes": list(self.volumes),
             "session_weeks": dict(self.session_weeks),
         }
+
+    def start_week(self, period: Period) -> int | None:
+        """The scheduled week just before ``period`` (its volumes' start), None when none.
+
+        Examples
+        --------
+        >>> s = parse_schedule({"baseline_week": 0, "weeks": [0, 4, 12], "window_days": 7},
+        ...                    {"a": [4], "b": [12]})
+        >>> s.start_week(s.periods[0]), s.start_week(s.periods[1])
+        (0, 4)
+        """
+        earlier = [w for w in self.weeks if w < min(period.weeks)]
+        return earlier[-1] if earlier else None
 
 
 @dataclass(frozen=True)
@@ -288,7 +328,8 @@ def parse_schedule(
         ``[periods]``: period name -> list of weeks.
     endpoints : mapping, optional
         ``[endpoints]``: ``counts`` (list of names of :data:`ENDPOINT_COUNTS`;
-        default all).
+        default all) and ``volumes`` (list of names of :data:`ENDPOINT_VOLUMES`;
+        default none).
     source : str
         Protocol file, named in error messages.
 
@@ -403,6 +444,14 @@ def parse_schedule(
             raise ConfigError(f"{ewhere} counts: unknown count {c!r} (known: {ENDPOINT_COUNTS})")
     if len(set(counts)) != len(counts):
         raise ConfigError(f"{ewhere} counts lists a name twice: {list(counts)}")
+    volumes = ep.get("volumes", ())
+    if isinstance(volumes, str | bytes) or not isinstance(volumes, Sequence):
+        raise ConfigError(f"{ewhere} volumes must be a list of names, got {volumes!r}")
+    for v in volumes:
+        if v not in ENDPOINT_VOLUMES:
+            raise ConfigError(f"{ewhere} volumes: unknown volume {v!r} (known: {ENDPOINT_VOLUMES})")
+    if len(set(volumes)) != len(volumes):
+        raise ConfigError(f"{ewhere} volumes lists a name twice: {list(volumes)}")
     return Schedule(
         baseline_week=int(base),
         visits=visits,
@@ -410,6 +459,7 @@ def parse_schedule(
         counts=tuple(counts),
         session_weeks=session_weeks,
         source=source,
+        volumes=tuple(str(v) for v in volumes),
     )
 
 
@@ -675,6 +725,8 @@ def endpoint_columns(schedule: Schedule) -> tuple[str, ...]:
     ]
     for c in schedule.counts:
         cols += [f"{c}_cumulative", f"{c}_n_visits", f"{c}_per_visit"]
+    for v in schedule.volumes:
+        cols += [f"{v}{suffix}" for suffix in VOLUME_SUFFIXES]
     cols += ["complete", "missing_counts", "notes"]
     return tuple(cols)
 
@@ -700,6 +752,27 @@ def _count_value(row: Mapping[str, Any], name: str) -> int | None:
     return int(f)
 
 
+def _volume_value(row: Mapping[str, Any], name: str) -> float | None:
+    v = row.get(name)
+    if v is None:
+        return None
+    try:
+        f = float(v)
+    except (TypeError, ValueError) as exc:
+        raise InputError(
+            f"{row.get('participant_id')} {row.get('session_id')}: {name} must be a volume "
+            f"(mm3), got {v!r}"
+        ) from exc
+    if math.isnan(f):
+        return None
+    if f < 0 or math.isinf(f):
+        raise InputError(
+            f"{row.get('participant_id')} {row.get('session_id')}: {name} must be a finite "
+            f"volume >= 0, got {v!r}"
+        )
+    return f
+
+
 def _join(items: Iterable[Any]) -> str:
     return ",".join(str(i) for i in items)
 
@@ -717,7 +790,8 @@ def period_endpoints(
         scheduled week, None when not assigned) and, optionally, ``used``
         (default: ``week is not None``), ``nearest_week``, ``code``, the
         counts named in ``schedule.counts`` (int; None/NaN or absent = not
-        available) and ``previous_session_id`` (the session the new/enlarging
+        available), the volumes named in ``schedule.volumes`` (mm3, float;
+        None/NaN or absent = not available) and ``previous_session_id`` (the session the new/enlarging
         counts are relative to). :func:`assign_visits` gives ``week``,
         ``used``, ``nearest_week`` and ``code``. There is no treatment-arm key:
         the reading is blinded.
@@ -846,6 +920,27 @@ def period_endpoints(
                 row[f"{c}_per_visit"] = None if total is None else total / n
                 if n < len(period.weeks):
                     complete = False
+            start_week = schedule.start_week(period)
+            end_week = period.weeks[-1]
+            for vname in schedule.volumes:
+                ends: list[float | None] = []
+                for w in (start_week, end_week):
+                    uv = None if w is None else used.get(w)
+                    val = None
+                    if uv is not None and uv.get("status") == "ok":
+                        val = _volume_value(uv, vname)
+                        if val is None:  # observed, but no value (e.g. no T1w)
+                            missing_counts.append(f"{vname}@{w}")
+                    if val is None:
+                        complete = False
+                    ends.append(val)
+                row[f"{vname}_start_week"] = start_week
+                row[f"{vname}_start"] = ends[0]
+                row[f"{vname}_end_week"] = end_week
+                row[f"{vname}_end"] = ends[1]
+                row[f"{vname}_change"] = (
+                    None if ends[0] is None or ends[1] is None else round(ends[1] - ends[0], 3)
+                )
             row["complete"] = complete
             row["missing_counts"] = _join(missing_counts)
             row["notes"] = "; ".join(notes)

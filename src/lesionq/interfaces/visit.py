@@ -31,6 +31,8 @@ __all__ = [
     "AtlasPriors",
     "SegmentT2",
     "TabulateLesions",
+    "SegmentGd",
+    "SegmentBlackHoles",
 ]
 
 PRIOR_KEYS = ("wm", "gm", "csf", "location")
@@ -343,6 +345,7 @@ class _SegmentGdOutputSpec(TraitedSpec):
     labels = File(exists=True)
     table = File(exists=True, desc="Gd+ rows of the lesion table (TSV)")
     gd_count = traits.Int()
+    gd_count_confident = traits.Int(desc="Gd+ lesions with confidence >= [gd] confident_min")
     gd_volume_mm3 = traits.Float()
     gd_inputs = traits.Str(desc='"post+pre", "post+flair" or "post"')
 
@@ -383,6 +386,75 @@ class SegmentGd(SimpleInterface):
         )
         self._results["table"] = str(write_tsv(res.table, _out(runtime, "gd_lesions.tsv")))
         self._results["gd_count"] = int(res.count)
+        self._results["gd_count_confident"] = int(res.count_confident)
         self._results["gd_volume_mm3"] = float(res.volume_mm3)
         self._results["gd_inputs"] = str(res.inputs)
+        return runtime
+
+
+# --------------------------------------------------------------------- black holes
+class _SegmentBlackHolesInputSpec(BaseInterfaceInputSpec):
+    t1 = File(exists=True, mandatory=True, desc="pre-contrast T1 on the FLAIR grid")
+    t2_labels = File(exists=True, mandatory=True, desc="T2 lesion labels (dseg)")
+    t2_table = File(exists=True, desc="T2 lesion table (TSV), for the location of each black hole")
+    brain_mask = File(exists=True, mandatory=True)
+    gd_mask = File(exists=True, desc="Gd+ lesion mask of the visit (never black holes)")
+    wm = File(exists=True)
+    gm = File(exists=True)
+    csf = File(exists=True)
+    location = File(exists=True)
+    black_holes = traits.Dict(desc="[black_holes] protocol section")
+    lesions = traits.Dict(desc="[lesions] protocol section (min_volume_mm3, connectivity)")
+
+
+class _SegmentBlackHolesOutputSpec(TraitedSpec):
+    mask = File(exists=True)
+    labels = File(exists=True)
+    table = File(exists=True, desc="T1hypo rows of the lesion table (TSV)")
+    bh_count = traits.Int()
+    bh_volume_mm3 = traits.Float()
+    levels = traits.Dict(desc="reference levels (NAWM, CSF, GM) for the sidecar")
+
+
+class SegmentBlackHoles(SimpleInterface):
+    """T1 black holes inside the T2 lesions (:func:`lesionq.steps_black_holes.segment_black_hole_volumes`)."""
+
+    input_spec = _SegmentBlackHolesInputSpec
+    output_spec = _SegmentBlackHolesOutputSpec
+
+    def _run_interface(self, runtime: Any) -> Any:
+        from ..io.tables import read_tsv
+        from ..steps_black_holes import segment_black_hole_volumes
+
+        res = segment_black_hole_volumes(
+            _load(self.inputs.t1, "T1w"),
+            _load(self.inputs.t2_labels, "labels", dtype=np.int32),
+            _load(self.inputs.brain_mask, "mask", dtype=np.uint8),
+            enhancing=(
+                _load(self.inputs.gd_mask, "mask", dtype=np.uint8)
+                if _opt(self.inputs.gd_mask)
+                else None
+            ),
+            priors=_load_priors(self.inputs),
+            t2_table=read_tsv(self.inputs.t2_table) if _opt(self.inputs.t2_table) else None,
+            black_holes=dict(self.inputs.black_holes),
+            lesions=dict(self.inputs.lesions),
+        )
+        self._results["mask"] = str(
+            save_image(
+                res.mask.array, res.mask.affine, _out(runtime, "bh_mask.nii.gz"), dtype=np.uint8
+            )
+        )
+        self._results["labels"] = str(
+            save_image(
+                res.labels.array,
+                res.labels.affine,
+                _out(runtime, "bh_labels.nii.gz"),
+                dtype=np.int32,
+            )
+        )
+        self._results["table"] = str(write_tsv(res.table, _out(runtime, "bh_lesions.tsv")))
+        self._results["bh_count"] = int(res.count)
+        self._results["bh_volume_mm3"] = float(res.volume_mm3)
+        self._results["levels"] = {k: float(v) for k, v in res.levels.items()}
         return runtime

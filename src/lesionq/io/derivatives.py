@@ -144,6 +144,20 @@ OUTPUTS: Mapping[str, OutputSpec] = {
         ".nii.gz",
         "Gd+ lesion label image (int32): value = lesion_id of the lesions.tsv rows with label Gd",
     ),
+    "bh_mask": OutputSpec(
+        "label-T1hypo",
+        "mask",
+        ".nii.gz",
+        "T1 black holes (uint8, 1 = T2-lesion voxel hypointense on the pre-contrast T1, Gd+ "
+        "voxels excluded) on the input FLAIR grid",
+    ),
+    "bh_labels": OutputSpec(
+        "label-T1hypo",
+        "dseg",
+        ".nii.gz",
+        "T1 black-hole label image (int32): value = lesion_id of the lesions.tsv rows with label "
+        "T1hypo",
+    ),
     "brain_mask": OutputSpec(
         "desc-brain",
         "mask",

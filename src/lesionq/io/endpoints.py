@@ -16,6 +16,9 @@ Columns of the visits table used here:
 * the counts named in ``[endpoints] counts`` (``new_t2_count``,
   ``enlarging_t2_count``, ``gd_count``, ``cua_count``): a column that is
   absent is **not available** (n/a) at every visit, never zero;
+* the volumes named in ``[endpoints] volumes`` (``bh_volume_mm3``,
+  ``t2_volume_mm3``): reported at each period's start and end weeks, never
+  summed; an absent column is n/a;
 * ``previous_session_id`` (optional): to flag counts that cover another
   interval than the schedule's.
 
@@ -82,6 +85,11 @@ ASSIGNMENT_COLUMNS: tuple[str, ...] = (
 )
 
 _REQUIRED = ("participant_id", "session_id", "status")
+
+_VOLUME_TEXT = {
+    "t2_volume_mm3": "total T2 lesion volume",
+    "bh_volume_mm3": "total T1 black-hole volume (T2 lesions hypointense on the pre-contrast T1)",
+}
 
 _COUNT_TEXT = {
     "new_t2_count": "new T2 lesions since the previous visit",
@@ -183,12 +191,38 @@ def endpoints_column_descriptions(schedule: Schedule) -> dict[str, dict[str, str
             "nothing imputed)",
             "Units": "lesions per visit",
         }
+    for v in schedule.volumes:
+        what = _VOLUME_TEXT.get(v, v)
+        d[f"{v}_start_week"] = {
+            "Description": f"Week of {v}_start: the scheduled week just before the period "
+            "(n/a when the period starts at the first scheduled week)",
+            "Units": "weeks",
+        }
+        d[f"{v}_start"] = {
+            "Description": f"The {what} ({v} of visits.tsv) at {v}_start_week; n/a when that "
+            "visit is missing, failed or has no value (never 0 by default)",
+            "Units": "mm3",
+        }
+        d[f"{v}_end_week"] = {
+            "Description": f"Week of {v}_end: the period's last scheduled week",
+            "Units": "weeks",
+        }
+        d[f"{v}_end"] = {
+            "Description": f"The {what} ({v} of visits.tsv) at {v}_end_week; n/a when that visit "
+            "is missing, failed or has no value",
+            "Units": "mm3",
+        }
+        d[f"{v}_change"] = {
+            "Description": f"{v}_end - {v}_start (change over the period); n/a when either is n/a",
+            "Units": "mm3",
+        }
     d["complete"] = {
-        "Description": "true when every scheduled week of the period was counted and every "
-        "count is available at each; false otherwise"
+        "Description": "true when every scheduled week of the period was counted, every count is "
+        "available at each and every volume at the period's start and end weeks; false otherwise"
     }
     d["missing_counts"] = {
-        "Description": "Counts not available at a counted visit, as <count>@<week>, comma-separated"
+        "Description": "Counts not available at a counted visit, and volumes not available at "
+        "the observed visit of a period's start or end week, as <name>@<week>, comma-separated"
     }
     d["notes"] = {
         "Description": "Visits whose new/enlarging counts are relative to another session than "
@@ -240,7 +274,7 @@ def compute_endpoints(
     missing = [c for c in _REQUIRED if c not in visits_df.columns]
     if missing:
         raise InputError(f"visits table: required column(s) {missing} missing")
-    absent = [c for c in schedule.counts if c not in visits_df.columns]
+    absent = [c for c in (*schedule.counts, *schedule.volumes) if c not in visits_df.columns]
     if absent:
         log.info("visits table has no %s column(s): taken as not available (n/a)", absent)
     if "acq_time" not in visits_df.columns:
@@ -280,7 +314,7 @@ def compute_endpoints(
                 "nearest_week": a.nearest_week,
                 "code": a.code,
             }
-            for c in schedule.counts:
+            for c in (*schedule.counts, *schedule.volumes):
                 row[c] = r.get(c)  # absent column: None = not available
             if has_prev:
                 row["previous_session_id"] = r.get("previous_session_id")
@@ -297,9 +331,9 @@ def compute_endpoints(
             )
     table = pd.DataFrame(period_endpoints(rows, schedule), columns=list(endpoint_columns(schedule)))
     for col in table.columns:
-        if col.endswith(("_cumulative", "_n_visits")) or col.startswith("n_visits_"):
+        if col.endswith(("_cumulative", "_n_visits", "_week")) or col.startswith("n_visits_"):
             table[col] = table[col].astype("Int64")
-        elif col.endswith("_per_visit"):
+        elif col.endswith(("_per_visit", "_start", "_end", "_change")):
             table[col] = table[col].astype("Float64")
     table["complete"] = table["complete"].astype("boolean")
     assignments = pd.DataFrame(placed, columns=list(ASSIGNMENT_COLUMNS))
@@ -359,7 +393,9 @@ def write_endpoints(
         **endpoints_column_descriptions(schedule),
         "Blinded": "Treatment arm is not an input: periods are nominal weeks only",
         "Schedule": schedule.as_dict(),
-        "CountsNotInVisitsTable": [c for c in schedule.counts if c not in visits_df.columns],
+        "CountsNotInVisitsTable": [
+            c for c in (*schedule.counts, *schedule.volumes) if c not in visits_df.columns
+        ],
         "Rules": _RULES,
         "VisitAssignments": placements,
     }
@@ -388,4 +424,6 @@ _RULES: tuple[str, ...] = (
     "Counts are summed over the counted visits where they are available; a count that is n/a is "
     "left out, not taken as 0; a period with no such visit gives n/a; nothing is imputed; "
     "complete is false whenever a week or a count is missing.",
+    "Volumes are not summed: each is reported at the scheduled week before the period (start) and "
+    "at the period's last week (end), with end - start; a missing or n/a value stays n/a.",
 )

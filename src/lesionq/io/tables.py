@@ -45,9 +45,13 @@ VISIT_COLUMNS: tuple[str, ...] = (
     "reference_session_id",
     "longitudinal_status",
     "gd_count",
+    "gd_count_confident",
     "gd_volume_mm3",
     "gd_inputs",
     "cua_count",
+    "bh_count",
+    "bh_volume_mm3",
+    "bh_volume_persistent_mm3",
     "protocol",
     "settings_sha256",
     "lesionq_version",
@@ -79,8 +83,12 @@ VISIT_DTYPES: dict[str, str] = {
     "t2_volume_change_mm3": "Float64",
     "t2_volume_change_vs_baseline_mm3": "Float64",
     "gd_count": "Int64",
+    "gd_count_confident": "Int64",
     "gd_volume_mm3": "Float64",
     "cua_count": "Int64",
+    "bh_count": "Int64",
+    "bh_volume_mm3": "Float64",
+    "bh_volume_persistent_mm3": "Float64",
 }
 
 #: Columns the longitudinal step appends to each visit's ``lesions.tsv``.

@@ -61,6 +61,7 @@ __all__ = [
 COLOURS: Mapping[str, str] = {
     "t2": "#ffd400",
     "gd": "#ff4fd8",
+    "bh": "#3d9bff",
     "new": "#ff3b30",
     "enlarging": "#ff9f0a",
     "edges": "#00e5ff",

@@ -13,6 +13,8 @@ Per visit (whatever exists; missing inputs are skipped with a note on the page):
 * ``t2lesions``: T2 lesion outlines and ``lesion_id`` over the preprocessed FLAIR;
 * ``gdlesions``: Gd+ lesion outlines and ids over the post-contrast T1w (on the
   FLAIR grid);
+* ``blackholes``: T1 black-hole outlines and ids (label ``T1hypo``) over the
+  pre-contrast T1w (on the FLAIR grid);
 * ``newenlarging``: registered previous FLAIR | this FLAIR on the same slices, new
   (red) and enlarging (orange) lesion outlines labelled with this visit's T2
   ``lesion_id`` (column ``lesion_ids`` of the change table);
@@ -92,6 +94,9 @@ FIGURES: Mapping[str, FigureSpec] = {
     "t2lesions": FigureSpec("desc-t2lesions", "flair", ("svg", "png"), "T2 lesions over FLAIR"),
     "gdlesions": FigureSpec(
         "ce-gadolinium_desc-gdlesions", "t1w", ("svg", "png"), "Gd+ lesions over post-contrast T1w"
+    ),
+    "blackholes": FigureSpec(
+        "desc-blackholes", "t1w", ("svg", "png"), "T1 black holes over pre-contrast T1w"
     ),
     "newenlarging": FigureSpec(
         "desc-newenlarging", "flair", ("svg", "png"), "New and enlarging T2 lesions"
@@ -176,6 +181,9 @@ _LESION_COLUMNS = (
     "status_vs_baseline",
     "enhancement_peak",
     "ring",
+    "confidence",
+    "t2_lesion_id",
+    "t1_contrast_mean",
 )
 _CHANGE_COLUMNS = (
     "change_id",
@@ -194,7 +202,10 @@ _VISIT_COLUMNS = (
     "new_t2_count",
     "enlarging_t2_count",
     "gd_count",
+    "gd_count_confident",
     "gd_volume_mm3",
+    "bh_count",
+    "bh_volume_mm3",
     "brain_volume_mm3",
     "contrasts_used",
     "longitudinal_status",
@@ -385,6 +396,34 @@ def _visit_figures(
         present = {int(v) for v in np.unique(lab[0]) if v != 0}
         _check_ids(fig, visit.notes, present, _ids(lesions, "Gd"), "Gd+ lesion")
 
+    def blackholes(fig: _Figure) -> None:
+        if not path("bh_labels").is_file() and not path("bh_mask").is_file():
+            raise _Skip("no black-hole outputs for this visit (no pre-contrast T1w or step off)")
+        t1 = load("t1_coreg", "pre-contrast T1w on the FLAIR grid")
+        lab = load("bh_labels", "black-hole label image (dseg)", np.int32)
+        same_grid(t1, lab)
+        first = _publish(
+            lambda fmt: render.render_lesion_mosaic(
+                t1[0],
+                t1[1],
+                lab[0],
+                title=f"{label}: T1 black holes (lesion_id, label T1hypo) over pre-contrast T1w",
+                footer=footer,
+                colour=render.COLOURS["bh"],
+                max_panels=max_panels,
+                convention=convention,
+                fmt=fmt,
+                panel_width_px=300,
+            ),
+            fig,
+            out_dir,
+            subject,
+            session,
+        )
+        fig.label, fig.lesion_ids = "T1hypo", first.lesion_ids
+        present = {int(v) for v in np.unique(lab[0]) if v != 0}
+        _check_ids(fig, visit.notes, present, _ids(lesions, "T1hypo"), "black hole")
+
     def newenlarging(fig: _Figure) -> None:
         if not path("previous_flair").is_file():
             raise _Skip("no registered previous FLAIR (reference visit, or no longitudinal step)")
@@ -485,6 +524,7 @@ def _visit_figures(
     for key, build in (
         ("t2lesions", t2),
         ("gdlesions", gd),
+        ("blackholes", blackholes),
         ("newenlarging", newenlarging),
         ("registration", registration),
     ):

@@ -2,8 +2,11 @@
 
 Rules
 -----
-* The lesions to review are the rows of the visit's *current* result (T2 and Gd+),
-  identified by ``(label, lesion_id)`` within that result. A recomputed visit (a
+* The lesions to review are the rows of the visit's *current* result with a
+  reviewed label (:data:`REVIEWED_LABELS`: T2 and Gd+; T1 black holes, parts of
+  T2 lesions, are not reviewed), identified by ``(label, lesion_id)`` within that
+  result, listed in :func:`review_sort_key` order: the Gd+ lesions first, least
+  confident first, then the T2 lesions by id. A recomputed visit (a
   new current result) starts a new review; decisions on older results stay in the
   history and no longer count.
 * A reader decides per lesion: ``accept`` (a lesion of its label), ``reject`` (not
@@ -52,6 +55,8 @@ __all__ = [
     "DECISIONS",
     "RELABELS",
     "COUNTED_LABELS",
+    "REVIEWED_LABELS",
+    "review_sort_key",
     "REVIEW_STATUSES",
     "STAGES",
     "READERS_REQUIRED_CHOICES",
@@ -74,6 +79,8 @@ RELABELS: Mapping[str, tuple[str, ...]] = {
 }
 #: Lesion labels that have reviewed counts, with their count-column prefix.
 COUNTED_LABELS: Mapping[str, str] = {"T2": "t2", "Gd": "gd"}
+#: ``lesions.tsv`` labels a reader reviews (the black holes, ``T1hypo``, are not).
+REVIEWED_LABELS: tuple[str, ...] = tuple(RELABELS)
 #: ``review_status`` values.
 REVIEW_STATUSES: tuple[str, ...] = ("not_started", "in_review", "final")
 #: Finer stages shown on the worklist.
@@ -293,3 +300,24 @@ def count_lesions(
     for prefix in COUNTED_LABELS.values():
         out[f"{prefix}_volume_mm3"] = round(float(out[f"{prefix}_volume_mm3"]), 3)
     return out
+
+
+def review_sort_key(key: LesionKey, confidence: float | None = None) -> tuple[int, float, int]:
+    """Order in which a visit's lesions are listed for review.
+
+    Gd+ lesions come first, sorted by their ``confidence`` (``lesions.tsv``,
+    :func:`lesionq.core.enhancement.gd_confidence`), lowest first, so that
+    readers look at the doubtful ones first (a missing confidence sorts last);
+    then the T2 lesions (and any other label) by ``lesion_id``.
+
+    Examples
+    --------
+    >>> keys = {LesionKey("T2", 1): None, LesionKey("Gd", 1): 0.9, LesionKey("Gd", 2): 0.2}
+    >>> sorted(keys, key=lambda k: review_sort_key(k, keys[k]))  # doctest: +NORMALIZE_WHITESPACE
+    [LesionKey(label='Gd', lesion_id=2), LesionKey(label='Gd', lesion_id=1),
+     LesionKey(label='T2', lesion_id=1)]
+    """
+    if key.label == "Gd":
+        c = float("inf") if confidence is None or confidence != confidence else float(confidence)
+        return (0, c, key.lesion_id)
+    return (1, 0.0, key.lesion_id)

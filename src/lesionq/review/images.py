@@ -52,12 +52,14 @@ class Overlay(NamedTuple):
     lesion_label: str | None
 
 
-#: Slice-viewer overlays, in menu order. ``change`` and ``previous`` show the new and
+#: Slice-viewer overlays, in menu order. ``bh`` shows the T1 black holes over the
+#: pre-contrast T1 (on the FLAIR grid). ``change`` and ``previous`` show the new and
 #: enlarging lesions since the previous visit on this visit's FLAIR and on the previous
 #: visit's FLAIR resampled onto this grid (flip between them to judge a change).
 OVERLAYS: dict[str, Overlay] = {
     "t2": Overlay("flair_preproc", "t2_labels", "T2"),
     "gd": Overlay("t1ce_coreg", "gd_labels", "Gd"),
+    "bh": Overlay("t1_coreg", "bh_labels", "T1hypo"),
     "change": Overlay("flair_preproc", "newenlarging_labels", None),
     "previous": Overlay("previous_flair", "newenlarging_labels", None),
     "none": Overlay("flair_preproc", None, None),

@@ -8,7 +8,9 @@ comes from the caller's session, never from request data. See
 
 from __future__ import annotations
 
+import json
 import logging
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -25,12 +27,14 @@ from .dbutil import audit, inserted_id, now, read_tx, write_tx
 from .decisions import (
     COUNTED_LABELS,
     READERS_REQUIRED_CHOICES,
+    REVIEWED_LABELS,
     Decision,
     LesionKey,
     VisitOutcome,
     check_decision,
     count_lesions,
     resolve_visit,
+    review_sort_key,
 )
 from .models import adjudications, lesion_decisions, readers, review_settings, study_lock
 from .models import visit_reviews as visit_reviews_t
@@ -89,7 +93,11 @@ class ReviewRefused(LesionQError):
 
 @dataclass(frozen=True)
 class LesionRow:
-    """One lesion of a visit result (blinded: no free-form columns)."""
+    """One lesion of a visit result (blinded: no free-form columns).
+
+    ``confidence`` is the Gd+ lesion's confidence (0..1, ``lesions.tsv``); None for
+    T2 lesions and results without it.
+    """
 
     key: LesionKey
     volume_mm3: float | None
@@ -97,6 +105,22 @@ class LesionRow:
     location: str | None
     status: str | None
     centroid_mm: tuple[float, float, float] | None
+    confidence: float | None = None
+
+
+def _confidence(extra: Any) -> float | None:
+    """The ``confidence`` of a lesion's ``extra`` JSON, or None."""
+    if isinstance(extra, str):
+        try:
+            extra = json.loads(extra)
+        except ValueError:
+            return None
+    if not isinstance(extra, Mapping):
+        return None
+    v = extra.get("confidence")
+    if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+        return None
+    return float(v)
 
 
 @dataclass(frozen=True)
@@ -270,7 +294,7 @@ def load_states(
     lesions: dict[int, list[LesionRow]] = {}
     lq = (
         sa.select(Lesion.__table__)
-        .where(in_results(Lesion.visit_result_id))
+        .where(in_results(Lesion.visit_result_id), Lesion.label.in_(REVIEWED_LABELS))
         .order_by(Lesion.visit_result_id, Lesion.label, Lesion.lesion_id)
     )
     for r in conn.execute(lq).mappings():
@@ -285,8 +309,11 @@ def load_states(
                 centroid_mm=None
                 if any(c is None for c in xyz)
                 else (float(xyz[0]), float(xyz[1]), float(xyz[2])),
+                confidence=_confidence(r["extra"]) if str(r["label"]) == "Gd" else None,
             )
         )
+    for rows in lesions.values():
+        rows.sort(key=lambda les: review_sort_key(les.key, les.confidence))
     decisions: dict[int, dict[int, dict[LesionKey, DecisionRow]]] = {}
     dq = (
         sa.select(lesion_decisions, readers.c.username)

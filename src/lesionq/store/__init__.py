@@ -12,7 +12,7 @@ Examples
 >>> from lesionq.store import ResultsDB
 >>> with tempfile.TemporaryDirectory() as d, ResultsDB.open(out_dir=d) as db:
 ...     db.visits_table().shape
-(0, 27)
+(0, 31)
 """
 
 from __future__ import annotations

@@ -156,9 +156,13 @@ RESULT_COUNT_COLUMNS: dict[str, type[sa.types.TypeEngine[Any]]] = {
     "reference_session_id": sa.Text,
     "longitudinal_status": sa.Text,
     "gd_count": sa.Integer,
+    "gd_count_confident": sa.Integer,
     "gd_volume_mm3": sa.Float,
     "gd_inputs": sa.Text,
     "cua_count": sa.Integer,
+    "bh_count": sa.Integer,
+    "bh_volume_mm3": sa.Float,
+    "bh_volume_persistent_mm3": sa.Float,
 }
 
 
@@ -211,9 +215,13 @@ class VisitResult(Base):
     reference_session_id: Mapped[str | None] = mapped_column(sa.Text)
     longitudinal_status: Mapped[str | None] = mapped_column(sa.Text)
     gd_count: Mapped[int | None] = mapped_column(sa.Integer)
+    gd_count_confident: Mapped[int | None] = mapped_column(sa.Integer)
     gd_volume_mm3: Mapped[float | None] = mapped_column(sa.Float)
     gd_inputs: Mapped[str | None] = mapped_column(sa.Text)
     cua_count: Mapped[int | None] = mapped_column(sa.Integer)
+    bh_count: Mapped[int | None] = mapped_column(sa.Integer)
+    bh_volume_mm3: Mapped[float | None] = mapped_column(sa.Float)
+    bh_volume_persistent_mm3: Mapped[float | None] = mapped_column(sa.Float)
 
 
 class Scan(Base):
@@ -244,7 +252,7 @@ class Lesion(Base):
         sa.ForeignKey("visit_results.id", ondelete="CASCADE")
     )
     lesion_id: Mapped[int] = mapped_column(sa.Integer)
-    #: As in ``lesions.tsv``: ``"T2"`` or ``"Gd"``.
+    #: As in ``lesions.tsv``: ``"T2"``, ``"Gd"`` or ``"T1hypo"`` (black hole).
     label: Mapped[str | None] = mapped_column(sa.String(16))
     volume_mm3: Mapped[float | None] = mapped_column(sa.Float)
     n_voxels: Mapped[int | None] = mapped_column(sa.Integer)

@@ -45,7 +45,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..io.nifti import atomic_path, atomic_write_text
-from .phantoms import CONTRASTS, TISSUE_LABELS, PhantomSubject
+from .phantoms import CONTRASTS, DARK_T1_FACTOR, TISSUE_LABELS, PhantomSubject
 
 __all__ = ["write_bids", "write_bids_skeleton", "write_nifti", "itk_transform_text"]
 
@@ -73,6 +73,12 @@ _LESION_COLUMNS = {
     "volume_mm3": "Analytic ellipsoid volume, mm3",
     "mask_voxels": "Voxels of this lesion in the session's truth mask",
     "mask_volume_mm3": "mask_voxels times the voxel volume, mm3",
+    "t1_factor": "Lesion T1w signal relative to the lesion tissue value (0.55-1.0)",
+    "t1_contrast": "Planted T1w contrast: (WM - lesion) / (WM - CSF) of the phantom's T1w signal "
+    "table (0 = white matter, 1 = CSF; grey matter is at 0.406)",
+    "black_hole": "T1 black hole at this session (true/false): present, not enhancing, and at "
+    "least as dark as grey matter on the T1w (t1_contrast >= 0.406; with this signal table every "
+    "lesion is)",
 }
 
 _VISIT_COLUMNS = {
@@ -86,6 +92,14 @@ _VISIT_COLUMNS = {
     "n_new_or_enlarging": "n_new + n_enlarging (the usual trial endpoint)",
     "n_enhancing": "Gd-enhancing lesions",
     "enhancing_volume_mm3": "Volume of the truth Gd+ mask, mm3",
+    "n_bh": "T1 black holes: lesions with black_hole true (sub-S_lesions.tsv): not enhancing, at "
+    "least as dark as grey matter on the T1w (the clinical rule, e.g. van Walderveen et al., "
+    "Neurology 1998); here every non-enhancing lesion",
+    "bh_volume_mm3": "Volume of their truth lesion masks, mm3 (what lesionq's bh_volume_mm3 "
+    "estimates)",
+    "n_bh_dark": "Markedly dark black holes: black_hole and t1_factor < 0.8 (T1 at most 0.40, about "
+    "half way from white matter to CSF)",
+    "bh_dark_volume_mm3": "Volume of their truth lesion masks, mm3",
 }
 
 
@@ -207,6 +221,8 @@ def _visit_rows(subject: PhantomSubject, lesion_rows: Sequence[Mapping[str, obje
             st: sum(r["status"] == st for r in mine) for st in ("new", "enlarging", "shrinking")
         }
         vv = float(np.prod(v.voxel_size_mm))
+        bh = [r for r in mine if r["black_hole"]]
+        dark = [r for r in bh if float(r["t1_factor"]) < DARK_T1_FACTOR]
         rows.append(
             {
                 "session_id": f"ses-{v.session}",
@@ -219,6 +235,10 @@ def _visit_rows(subject: PhantomSubject, lesion_rows: Sequence[Mapping[str, obje
                 "n_new_or_enlarging": count["new"] + count["enlarging"],
                 "n_enhancing": sum(bool(r["enhancing"]) for r in mine),
                 "enhancing_volume_mm3": float(np.count_nonzero(v.enhancing_mask) * vv),
+                "n_bh": len(bh),
+                "bh_volume_mm3": float(sum(int(r["mask_voxels"]) for r in bh) * vv),
+                "n_bh_dark": len(dark),
+                "bh_dark_volume_mm3": float(sum(int(r["mask_voxels"]) for r in dark) * vv),
             }
         )
     return rows

@@ -97,6 +97,9 @@ __all__ = [
     "make_block_phantom",
     "default_weeks",
     "render_lesion_labels",
+    "DARK_T1_FACTOR",
+    "t1_contrast",
+    "GREY_MATTER_T1_CONTRAST",
 ]
 
 log = logging.getLogger(__name__)
@@ -165,6 +168,33 @@ _MAX_GROWTH = 1.45  # largest radius factor of an enlarging lesion
 _GROW_MAX_RADIUS_MM = 4.2  # lesions up to this equivalent radius may enlarge
 _GROW_ELIGIBLE = 0.5  # share of those that may (their room is reserved when placed)
 
+#: ``t1_factor`` below which a lesion is *markedly* dark on T1 (T1 <= 0.40, about half way
+#: from white matter to CSF): the truth tables' ``n_bh_dark`` / ``bh_dark_volume_mm3``.
+DARK_T1_FACTOR = 0.8
+
+
+def t1_contrast(t1_factor: float) -> float:
+    """Planted T1 contrast of a lesion: fraction of the white-matter -> CSF distance.
+
+    ``(WM - lesion) / (WM - CSF)`` of the T1w signal table (0 = white matter, 1 =
+    CSF), the scale of ``t1_contrast_mean`` in lesionq's ``lesions.tsv``.
+
+    Examples
+    --------
+    >>> round(t1_contrast(1.0), 4), round(t1_contrast(0.8), 4)
+    (0.4375, 0.5938)
+    """
+    wm, csf, lesion = _LUT["T1w"][WM], _LUT["T1w"][CSF], _LUT["T1w"][LESION]
+    return float((wm - lesion * float(t1_factor)) / (wm - csf))
+
+
+#: Grey matter on the same scale (0.406): a lesion at or beyond it is "isointense to grey
+#: matter or darker" on T1, the clinical black-hole rule; with this signal table every
+#: lesion is (``t1_factor`` <= 1 and the lesion tissue, 0.50, is darker than grey matter, 0.52).
+GREY_MATTER_T1_CONTRAST = float(
+    (_LUT["T1w"][WM] - _LUT["T1w"][GM]) / (_LUT["T1w"][WM] - _LUT["T1w"][CSF])
+)
+
 
 # --------------------------------------------------------------------------- dataclasses
 
@@ -232,8 +262,10 @@ class LesionTruth:
         Per visit, ``"none"``, ``"nodular"`` or ``"ring"``.
     periventricular : bool
     flair_factor, t1_factor : float
-        Lesion signal relative to the lesion tissue value on FLAIR/T2w and T1w
-        (``t1_factor < 0.8`` is a T1 "black hole").
+        Lesion signal relative to the lesion tissue value on FLAIR/T2w and T1w.
+        Every lesion is at least as dark as grey matter on T1 (a black hole by the
+        clinical rule, :data:`GREY_MATTER_T1_CONTRAST`); ``t1_factor <``
+        :data:`DARK_T1_FACTOR` marks the markedly dark ones.
     """
 
     lesion_id: int
@@ -360,7 +392,10 @@ class PhantomSubject:
             RAS+ mm; NaN when absent), ``head_x_mm``/``head_y_mm``/``head_z_mm``
             (head space = baseline world), ``radius_mm`` (equivalent sphere),
             ``volume_mm3`` (analytic), ``mask_voxels`` and ``mask_volume_mm3``
-            (truth mask of that visit).
+            (truth mask of that visit), ``t1_factor``, ``t1_contrast``
+            (:func:`t1_contrast`) and ``black_hole``: present, not enhancing at
+            that visit and at least as dark as grey matter on T1
+            (``t1_contrast >=`` :data:`GREY_MATTER_T1_CONTRAST`).
         """
         rows = []
         for v in self.visits:
@@ -390,6 +425,13 @@ class PhantomSubject:
                         "volume_mm3": les.volume_mm3(v.index),
                         "mask_voxels": int(counts[les.lesion_id]),
                         "mask_volume_mm3": float(counts[les.lesion_id] * vv),
+                        "t1_factor": les.t1_factor,
+                        "t1_contrast": t1_contrast(les.t1_factor),
+                        "black_hole": bool(
+                            les.present(v.index)
+                            and not les.enhancing(v.index)
+                            and t1_contrast(les.t1_factor) >= GREY_MATTER_T1_CONTRAST
+                        ),
                     }
                 )
         return rows

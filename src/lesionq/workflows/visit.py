@@ -4,9 +4,11 @@ Graph (nodes present only for the contrasts the visit has)::
 
     inputnode ─ prep_flair ─┬─ coreg_t1 ─┐
                             ├─ coreg_t2 ─┤
-                            ├─ coreg_t1ce│─ segment_gd (with [gd]) ─ outputnode
-                            ├─ atlas ────┤ (template registration -> priors)
-                            └────────────┴─ segment_t2 ─ tabulate ─ outputnode
+                            ├─ coreg_t1ce│─ segment_gd (with [gd]) ─────────┬─ outputnode
+                            ├─ atlas ────┤ (template registration -> priors) │
+                            └────────────┴─ segment_t2 ─ tabulate ─┬─ outputnode
+                                                                   └─ segment_bh (with a T1w
+                                                                      and [black_holes]) ─ outputnode
 
 No numerics and no global configuration here: every parameter is an explicit
 keyword of :func:`init_visit_wf`.
@@ -24,6 +26,7 @@ from ..interfaces.visit import (
     AtlasPriors,
     CoregisterToFLAIR,
     PrepareFLAIR,
+    SegmentBlackHoles,
     SegmentGd,
     SegmentT2,
     TabulateLesions,
@@ -57,8 +60,15 @@ VISIT_OUTPUTS = (
     "gd_labels",
     "gd_lesions",
     "gd_count",
+    "gd_count_confident",
     "gd_volume_mm3",
     "gd_inputs",
+    "bh_mask",
+    "bh_labels",
+    "bh_lesions",
+    "bh_count",
+    "bh_volume_mm3",
+    "bh_levels",
 )
 
 
@@ -73,6 +83,7 @@ def init_visit_wf(
     lesions: Mapping[str, Any],
     location: Mapping[str, Any],
     gd: Mapping[str, Any] | None = None,
+    black_holes: Mapping[str, Any] | None = None,
     use_atlas: bool = True,
     atlas_dir: str | None = None,
     n_threads: int = 1,
@@ -92,6 +103,10 @@ def init_visit_wf(
         The protocol's ``[gd]`` section. With it and a ``"t1ce"`` contrast, a
         Gd+ segmentation node runs on the co-registered post-contrast T1 (and the
         pre-contrast T1 when ``"t1"`` is present).
+    black_holes : mapping, optional
+        The protocol's ``[black_holes]`` section. With it and a ``"t1"`` contrast, a
+        black-hole node runs on the co-registered T1 and the T2 lesion labels
+        (excluding the Gd+ mask when the Gd node runs).
     use_atlas : bool
         Register the atlas template and feed its priors and location map to
         segmentation and the lesion table. Without it, lesions get location
@@ -236,6 +251,7 @@ def init_visit_wf(
                         ("labels", "gd_labels"),
                         ("table", "gd_lesions"),
                         ("gd_count", "gd_count"),
+                        ("gd_count_confident", "gd_count_confident"),
                         ("gd_volume_mm3", "gd_volume_mm3"),
                         ("gd_inputs", "gd_inputs"),
                     ],
@@ -244,6 +260,35 @@ def init_visit_wf(
         )
         if "t1" in coreg_nodes:
             wf.connect(coreg_nodes["t1"], "out_file", gd_node, "t1")
+
+    bh_node = None
+    if black_holes is not None and "t1" in coreg_nodes:
+        bh_node = pe.Node(
+            SegmentBlackHoles(black_holes=dict(black_holes), lesions=dict(lesions)),
+            name="segment_bh",
+            mem_gb=1.5,
+        )
+        wf.connect(
+            [
+                (coreg_nodes["t1"], bh_node, [("out_file", "t1")]),
+                (prep, bh_node, [("brain_mask", "brain_mask")]),
+                (tab, bh_node, [("labels", "t2_labels"), ("table", "t2_table")]),
+                (
+                    bh_node,
+                    outputnode,
+                    [
+                        ("mask", "bh_mask"),
+                        ("labels", "bh_labels"),
+                        ("table", "bh_lesions"),
+                        ("bh_count", "bh_count"),
+                        ("bh_volume_mm3", "bh_volume_mm3"),
+                        ("levels", "bh_levels"),
+                    ],
+                ),
+            ]
+        )
+        if gd_node is not None:
+            wf.connect(gd_node, "mask", bh_node, "gd_mask")
 
     if use_atlas:
         atlas = pe.Node(
@@ -266,7 +311,9 @@ def init_visit_wf(
         )
         if "t1" in coreg_nodes:
             wf.connect(coreg_nodes["t1"], "out_file", atlas, "t1")
+        priors = [("wm", "wm"), ("gm", "gm"), ("csf", "csf"), ("location", "location")]
         if gd_node is not None:
-            priors = [("wm", "wm"), ("gm", "gm"), ("csf", "csf"), ("location", "location")]
             wf.connect([(atlas, gd_node, priors)])
+        if bh_node is not None:
+            wf.connect([(atlas, bh_node, priors)])
     return wf
