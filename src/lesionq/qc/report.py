@@ -368,20 +368,32 @@ def _visit_figures(
                 f"cross-section (more than {max_panels} panels needed)"
             )
 
-    def gd(fig: _Figure) -> None:
-        if not path("gd_labels").is_file() and not path("gd_mask").is_file():
-            raise _Skip("no Gd+ outputs for this visit (no post-contrast T1w or step off)")
-        t1ce = load("t1ce_coreg", "post-contrast T1w on the FLAIR grid")
-        lab = load("gd_labels", "Gd+ lesion label image (dseg)", np.int32)
-        same_grid(t1ce, lab)
+    def label_mosaic(
+        fig: _Figure,
+        *,
+        image: tuple[str, str],
+        labels: tuple[str, str],
+        mask: str,
+        skip: str,
+        title: str,
+        colour: str,
+        table_label: str,
+        noun: str,
+    ) -> None:
+        """A lesion-label mosaic over one image: (key, description) of the image and labels."""
+        if not path(labels[0]).is_file() and not path(mask).is_file():
+            raise _Skip(skip)
+        img = load(*image)
+        lab = load(*labels, np.int32)
+        same_grid(img, lab)
         first = _publish(
             lambda fmt: render.render_lesion_mosaic(
-                t1ce[0],
-                t1ce[1],
+                img[0],
+                img[1],
                 lab[0],
-                title=f"{label}: Gd+ lesions (lesion_id, label Gd) over post-contrast T1w",
+                title=f"{label}: {title}",
                 footer=footer,
-                colour=render.COLOURS["gd"],
+                colour=render.COLOURS[colour],
                 max_panels=max_panels,
                 convention=convention,
                 fmt=fmt,
@@ -392,37 +404,35 @@ def _visit_figures(
             subject,
             session,
         )
-        fig.label, fig.lesion_ids = "Gd", first.lesion_ids
+        fig.label, fig.lesion_ids = table_label, first.lesion_ids
         present = {int(v) for v in np.unique(lab[0]) if v != 0}
-        _check_ids(fig, visit.notes, present, _ids(lesions, "Gd"), "Gd+ lesion")
+        _check_ids(fig, visit.notes, present, _ids(lesions, table_label), noun)
+
+    def gd(fig: _Figure) -> None:
+        label_mosaic(
+            fig,
+            image=("t1ce_coreg", "post-contrast T1w on the FLAIR grid"),
+            labels=("gd_labels", "Gd+ lesion label image (dseg)"),
+            mask="gd_mask",
+            skip="no Gd+ outputs for this visit (no post-contrast T1w or step off)",
+            title="Gd+ lesions (lesion_id, label Gd) over post-contrast T1w",
+            colour="gd",
+            table_label="Gd",
+            noun="Gd+ lesion",
+        )
 
     def blackholes(fig: _Figure) -> None:
-        if not path("bh_labels").is_file() and not path("bh_mask").is_file():
-            raise _Skip("no black-hole outputs for this visit (no pre-contrast T1w or step off)")
-        t1 = load("t1_coreg", "pre-contrast T1w on the FLAIR grid")
-        lab = load("bh_labels", "black-hole label image (dseg)", np.int32)
-        same_grid(t1, lab)
-        first = _publish(
-            lambda fmt: render.render_lesion_mosaic(
-                t1[0],
-                t1[1],
-                lab[0],
-                title=f"{label}: T1 black holes (lesion_id, label T1hypo) over pre-contrast T1w",
-                footer=footer,
-                colour=render.COLOURS["bh"],
-                max_panels=max_panels,
-                convention=convention,
-                fmt=fmt,
-                panel_width_px=300,
-            ),
+        label_mosaic(
             fig,
-            out_dir,
-            subject,
-            session,
+            image=("t1_coreg", "pre-contrast T1w on the FLAIR grid"),
+            labels=("bh_labels", "black-hole label image (dseg)"),
+            mask="bh_mask",
+            skip="no black-hole outputs for this visit (no pre-contrast T1w or step off)",
+            title="T1 black holes (lesion_id, label T1hypo) over pre-contrast T1w",
+            colour="bh",
+            table_label="T1hypo",
+            noun="black hole",
         )
-        fig.label, fig.lesion_ids = "T1hypo", first.lesion_ids
-        present = {int(v) for v in np.unique(lab[0]) if v != 0}
-        _check_ids(fig, visit.notes, present, _ids(lesions, "T1hypo"), "black hole")
 
     def newenlarging(fig: _Figure) -> None:
         if not path("previous_flair").is_file():
