@@ -23,7 +23,7 @@ def real_run(shared_data, tmp_path_factory):
     return code, out
 
 
-def test_both_subjects_complete(real_run, shared_data):
+def test_every_subject_complete(real_run, shared_data):
     code, out = real_run
     visits = read_tsv(out / "visits.tsv")
     assert code == 0, visits.to_string()
@@ -31,6 +31,8 @@ def test_both_subjects_complete(real_run, shared_data):
         ("sub-cs07", "ses-01"),
         ("sub-lo01", "ses-01"),
         ("sub-lo01", "ses-02"),
+        ("sub-lo12", "ses-01"),
+        ("sub-lo12", "ses-02"),
     ]
     cs07 = visits.iloc[0]
     assert bool(cs07["skull_stripped_input"]) is True

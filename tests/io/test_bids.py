@@ -342,10 +342,12 @@ def test_real_dataset_layout(shared_data):
         ("cs07", "01"),
         ("lo01", "01"),
         ("lo01", "02"),
+        ("lo12", "01"),
+        ("lo12", "02"),
     ]
-    cs07, lo1, lo2 = visits
+    cs07, *longitudinal = visits
     assert set(cs07.images()) == {"flair", "t1", "t2", "t1ce"}
-    assert set(lo1.images()) == set(lo2.images()) == {"flair", "t1", "t2"}
+    assert all(set(v.images()) == {"flair", "t1", "t2"} for v in longitudinal)
     assert all(not v.extra and not v.duplicates for v in visits)
     _, problems = layout_problems(shared_data)
     assert problems == []
