@@ -59,7 +59,12 @@ decision here rests on the joint information of both scans:
 Growth thresholds follow the measurement-noise argument of the MS trial
 literature (enlargement must exceed ~45 % for small and ~25 % for large lesions
 to beat the variability of repeated segmentations; e.g. Moraal et al.,
-Radiology 2009; the MAGNIMS 2021 recommendations).
+Radiology 2009; the MAGNIMS 2021 recommendations). Those fractions are parameters:
+the ``mesems_v1`` protocol sets them to 0 and judges growth by its evidence alone
+(with ``enlarge_min_mm3`` as a size floor), because on the two real Ljubljana pairs
+the fractional rule rejected true enlargements whose rise was several SDs strong
+(benchmarks/results/longitudinal.md, with each pair's figures under the rules
+chosen on the other pair).
 
 Tracking (:func:`track_lesions`): a lesion keeps the id of the lesion it overlaps
 most in the most recent earlier visit where that track was present; a split
