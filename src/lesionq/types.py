@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .core.units import voxel_size_from_affine
+
 __all__ = ["Volume"]
 
 
@@ -45,8 +47,6 @@ class Volume:
     @property
     def voxel_size_mm(self) -> tuple[float, float, float]:
         """Voxel edge lengths in mm along array axes (from the affine's column norms)."""
-        from .core.units import voxel_size_from_affine
-
         return voxel_size_from_affine(self.affine)
 
     def same_grid(self, other: Volume, atol: float = 1e-4) -> bool:

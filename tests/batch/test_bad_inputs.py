@@ -207,14 +207,14 @@ def test_visits_table_has_every_visit_and_reasons(batch):
 def test_node_errors_are_reported_by_their_cause():
     from nipype.pipeline.engine.nodes import NodeExecutionError
 
-    from lesionq.batch.runner import _reason
+    from lesionq.batch.visit import failure_reason
 
     exc = NodeExecutionError(
         "Exception raised while executing Node prep_flair.\n\nTraceback:\n\tTraceback (most "
         'recent call last):\n\t  File "x.py", line 1, in f\n\tlesionq.errors.ProcessingError: '
         "/d/FLAIR.nii.gz: brain extraction found 12 mL (rule: >= 200 mL)\n"
     )
-    assert _reason(exc) == (
+    assert failure_reason(exc) == (
         "ProcessingError: /d/FLAIR.nii.gz: brain extraction found 12 mL "
         "(rule: >= 200 mL) (node prep_flair)"
     )

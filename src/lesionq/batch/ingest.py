@@ -66,7 +66,7 @@ from typing import Any
 
 import nibabel as nib
 
-from .. import __version__
+from .._version import __version__
 from ..errors import CorruptFileError, InputError, MissingInputError, ProcessingError
 from ..io.bids import CONTRASTS, layout_problems, natural_key, normalise_participant_label
 from ..io.checks import Finding, Level, format_findings, has_errors

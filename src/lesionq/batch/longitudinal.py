@@ -28,7 +28,8 @@ import numpy as np
 import pandas as pd
 
 from ..config import Settings
-from ..errors import InputError, MissingInputError
+from ..core.activity import combined_unique_active
+from ..errors import InputError, LesionQError, MissingInputError
 from ..interfaces.longitudinal import STATUS_OK
 from ..io.bids import VisitInputs, natural_key
 from ..io.derivatives import (
@@ -41,13 +42,18 @@ from ..io.derivatives import (
     subject_output_path,
     write_sidecar,
 )
-from ..io.nifti import load_array, save_image
+from ..io.nifti import atomic_path, load_array, save_image
 from ..io.tables import LESION_LONGITUDINAL_COLUMNS, TRACK_TABLE_COLUMNS, read_tsv, write_tsv
+from ..steps_longitudinal import CHANGE_TABLE_COLUMNS, track_visits
+from ..types import Volume
+from .visit import _collect_outputs, failure_reason, nipype_config
 
 __all__ = [
     "order_visits",
+    "run_longitudinal",
     "run_subject_longitudinal",
     "remove_subject_outputs",
+    "longitudinal_problem",
     "BASELINE_STATUS",
 ]
 
@@ -158,7 +164,6 @@ def _run_workflow(
     from nipype import logging as nipype_logging
 
     from ..workflows.longitudinal import init_longitudinal_wf
-    from .visit import _collect_outputs, nipype_config
 
     sessions = [str(v.session) for v in ordered]
     wf = init_longitudinal_wf(
@@ -185,9 +190,6 @@ def _run_workflow(
 
 def _tracks_single(inputs: Mapping[str, str], n_procs: int) -> dict[int, int]:
     """Track ids of a lone reference visit (no workflow needed)."""
-    from ..steps_longitudinal import track_visits
-    from ..types import Volume
-
     arr, aff = load_array(inputs["labels"], dtype=np.int32)
     labels = Volume(arr, aff, "labels")
     return track_visits([labels], [None], labels, n_threads=n_procs)[0]
@@ -211,8 +213,6 @@ def _cua_count(gd_labels: Path, change_labels: str) -> int | None:
     Gd+ lesions and the new/enlarging T2 lesions since the previous visit, each
     physical lesion once (:func:`lesionq.core.activity.combined_unique_active`).
     """
-    from ..core.activity import combined_unique_active
-
     if not Path(gd_labels).is_file():
         return None
     gd, _ = load_array(gd_labels, dtype=np.int32)
@@ -227,8 +227,6 @@ def _read_json(path: str) -> dict[int, Any]:
 
 def _empty_change(stage: Path, like: str) -> dict[str, Path]:
     """Empty change mask / labels / table on the grid of ``like`` (the reference)."""
-    from ..steps_longitudinal import CHANGE_TABLE_COLUMNS
-
     arr, aff = load_array(like, dtype=np.uint8)
     zeros = np.zeros(arr.shape, np.uint8)
     files = {
@@ -499,8 +497,6 @@ def _publish_tracks(
 ) -> None:
     import shutil
 
-    from ..io.nifti import atomic_path
-
     prov = provenance(
         settings,
         {f"FLAIR_{v.session}" if v.session else "FLAIR": v.flair for v in ordered if v.flair},
@@ -518,3 +514,87 @@ def _publish_tracks(
 def _load_tracks(outs: Mapping[str, Any]) -> dict[str, dict[str, int]]:
     body = json.loads(Path(outs["tracks"]).read_text(encoding="utf-8"))
     return {str(k): dict(v) for k, v in body.items()}
+
+
+def longitudinal_problem(row: Mapping[str, Any]) -> bool:
+    """Whether a ``visits.tsv`` row is ok cross-sectionally but has no longitudinal result.
+
+    Parameters
+    ----------
+    row : mapping
+        A ``visits.tsv`` row (``status``, ``longitudinal_status``).
+
+    Returns
+    -------
+    bool
+        True when ``status`` is ``ok`` and ``longitudinal_status`` is ``failed: ...``
+        (the subject's step raised) or ``registration_failed: ...`` (this visit
+        could not be registered).
+
+    Examples
+    --------
+    >>> longitudinal_problem({"status": "ok", "longitudinal_status": "failed: boom"})
+    True
+    >>> longitudinal_problem({"status": "ok", "longitudinal_status": "new"})
+    False
+    """
+    status = row.get("longitudinal_status")
+    return (
+        row.get("status") == "ok"
+        and isinstance(status, str)
+        and status.startswith(("failed", "registration_failed"))
+    )
+
+
+def run_longitudinal(
+    visits: Sequence[VisitInputs],
+    rows: Sequence[dict[str, Any]],
+    out_dir: str | os.PathLike[str],
+    *,
+    settings: Settings,
+    n_procs: int = 1,
+    work_dir: str | os.PathLike[str],
+) -> None:
+    """Run one subject's longitudinal step and fill its rows in place; never raises.
+
+    Parameters
+    ----------
+    visits, rows : sequence
+        The subject's visits and their ``visits.tsv`` rows (same order), as
+        returned by :func:`lesionq.batch.visit.run_visit`; only visits with
+        ``status == "ok"`` take part.
+    out_dir, settings, n_procs, work_dir :
+        As for :func:`lesionq.batch.visit.run_visit` (``work_dir`` is required).
+
+    Notes
+    -----
+    On any error every taking-part row gets ``longitudinal_status`` =
+    ``"failed: <reason>"`` and the subject-level tracks table is removed; the
+    cross-sectional outputs are untouched (nothing is published before the whole
+    step has been computed).
+    """
+    ok = [(v, r) for v, r in zip(visits, rows, strict=True) if r.get("status") == "ok"]
+    if not ok:
+        return
+    subject = ok[0][0].subject
+    try:
+        updates = run_subject_longitudinal(
+            [v for v, _ in ok], out_dir, settings=settings, n_procs=n_procs, work_dir=work_dir
+        )
+    except Exception as exc:  # the cross-sectional results stand whatever happens here
+        LOGGER.error(
+            "sub-%s: longitudinal step failed: %s",
+            subject,
+            exc,
+            exc_info=not isinstance(exc, LesionQError),
+        )
+        reason = failure_reason(exc)
+        for _, row in ok:
+            row["longitudinal_status"] = f"failed: {reason}"
+        try:
+            remove_subject_outputs(out_dir, subject)
+        except OSError as rm_exc:  # pragma: no cover - reported, not fatal
+            LOGGER.error("sub-%s: could not remove stale tracks table: %s", subject, rm_exc)
+        return
+    for visit, row in ok:
+        row.update(updates.get(visit.session, {}))

@@ -2,8 +2,9 @@
 
 :func:`run_dataset` records a run in the results database (:mod:`lesionq.store`),
 sends one job per subject to :func:`lesionq.batch.executor.run_jobs` and
-rewrites the top-level tables from the database. :func:`run_visit` and
-:func:`run_longitudinal` are the per-visit and per-subject steps a job calls.
+rewrites the top-level tables from the database. The per-visit and per-subject
+steps a job calls, :func:`lesionq.batch.visit.run_visit` and
+:func:`lesionq.batch.longitudinal.run_longitudinal`, are re-exported here.
 
 A visit that fails (bad input found by the check battery, or an error while
 processing) gets a ``failed`` row in ``visits.tsv`` with the reason; the other
@@ -21,20 +22,26 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import shutil
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .. import __version__
+from .._version import __version__
 from ..config import Settings
 from ..errors import ConfigError, LesionQError, MissingInputError
 from ..io.bids import VisitInputs, discover, participant_sites
-from ..io.checks import check_visit
 from ..io.derivatives import VISITS_TSV, ensure_writable_dir, write_dataset_description
+from ..io.endpoints import write_endpoints
+from ..io.tables import read_tsv
+from ..steps import validate_settings
+from ..store import ResultsDB
+from .executor import run_jobs
+from .locks import tables_lock
+from .longitudinal import longitudinal_problem, run_longitudinal
+from .subject import SubjectJob, write_visits_table
+from .visit import run_visit
 
 __all__ = ["RunSummary", "run_dataset", "run_visit", "run_longitudinal"]
 
@@ -100,7 +107,7 @@ class RunSummary:
         That is a ``longitudinal_status`` of ``failed: ...`` (the subject's step
         raised) or ``registration_failed: ...`` (this visit could not be registered).
         """
-        return sum(_longitudinal_problem(r) for r in self.rows)
+        return sum(longitudinal_problem(r) for r in self.rows)
 
     @property
     def all_ok(self) -> bool:
@@ -120,7 +127,7 @@ class RunSummary:
         lines += [
             f"LONGITUDINAL {r['participant_id']} {r['session_id']}: {r['longitudinal_status']}"
             for r in self.rows
-            if _longitudinal_problem(r)
+            if longitudinal_problem(r)
         ]
         lines.append(
             f"lesionq: {self.n_ok} visit(s) ok, {self.n_failed} failed, "
@@ -129,167 +136,6 @@ class RunSummary:
             f"{self.n_locked} left to another run); table: {self.out_dir / VISITS_TSV}"
         )
         return "\n".join(lines)
-
-
-def _longitudinal_problem(row: dict[str, Any]) -> bool:
-    status = row.get("longitudinal_status")
-    return (
-        row.get("status") == "ok"
-        and isinstance(status, str)
-        and status.startswith(("failed", "registration_failed"))
-    )
-
-
-def _base_row(visit: VisitInputs, settings: Settings) -> dict[str, Any]:
-    return {
-        "participant_id": f"sub-{visit.subject}",
-        "session_id": f"ses-{visit.session}" if visit.session is not None else None,
-        "acq_time": visit.acq_time,
-        "protocol": settings.name,
-        "settings_sha256": settings.hash(),
-        "lesionq_version": __version__,
-    }
-
-
-_EXC_LINE = re.compile(r"^\s*(?:[\w]+\.)*(?P<name>\w+(?:Error|Exception)):\s*(?P<msg>.+)$")
-
-
-def _reason(exc: BaseException) -> str:
-    """One-line reason for ``visits.tsv``.
-
-    nipype wraps a node's exception in ``NodeExecutionError`` whose message
-    holds the node's traceback; the original exception (its last line) is what a
-    reader needs, e.g. ``MissingInputError: .../FLAIR.nii.gz: file not found``.
-    """
-    lines = [ln for ln in str(exc).strip().splitlines() if ln.strip()]
-    if type(exc).__name__ == "NodeExecutionError":
-        for line in reversed(lines):
-            m = _EXC_LINE.match(line)
-            if m:
-                node = lines[0].rstrip(".").split()[-1] if lines else "?"
-                return f"{m['name']}: {m['msg'].strip()} (node {node})"
-    first = lines[0] if lines else ""
-    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
-
-
-def run_visit(
-    visit: VisitInputs,
-    out_dir: str | os.PathLike[str],
-    *,
-    settings: Settings,
-    n_procs: int = 1,
-    work_dir: str | os.PathLike[str] | None = None,
-) -> dict[str, Any]:
-    """Check, process and publish one visit; never raises for a bad visit.
-
-    Parameters
-    ----------
-    visit : VisitInputs
-        The visit's input files.
-    out_dir : path-like
-        Derivatives folder.
-    settings : Settings
-        Effective protocol settings.
-    n_procs : int
-        Thread budget for the visit's heavy steps.
-    work_dir : path-like, optional
-        Scratch folder (default ``out_dir/.lesionq-work``).
-
-    Returns
-    -------
-    dict
-        The visit's ``visits.tsv`` row (``status`` is ``"ok"`` or ``"failed"``).
-    """
-    from .visit import run_visit_workflow
-
-    row = _base_row(visit, settings)
-    t0 = time.perf_counter()
-    try:
-        findings = check_visit(visit)
-        errors = [f for f in findings if f.level == "error"]
-        for f in findings:
-            if f.level == "warning":
-                LOGGER.warning("%s", f.message)
-        if errors:
-            raise _InputRejected("; ".join(f.message for f in errors))
-        work = Path(work_dir) if work_dir is not None else Path(out_dir) / ".lesionq-work"
-        result = run_visit_workflow(
-            visit, out_dir, settings=settings, n_procs=n_procs, work_dir=work
-        )
-        row.update(result)
-        row["status"] = "ok"
-        row["reason"] = None
-    except (LesionQError, _InputRejected, Exception) as exc:  # one visit never stops the batch
-        LOGGER.error(
-            "visit %s %s failed: %s",
-            row["participant_id"],
-            row["session_id"],
-            exc,
-            exc_info=not isinstance(exc, LesionQError | _InputRejected),
-        )
-        row["status"] = "failed"
-        row["reason"] = str(exc) if isinstance(exc, _InputRejected) else _reason(exc)
-    row["duration_s"] = round(time.perf_counter() - t0, 2)
-    return row
-
-
-class _InputRejected(Exception):
-    """The check battery found errors in a visit's inputs (message: the findings)."""
-
-
-def run_longitudinal(
-    visits: Sequence[VisitInputs],
-    rows: Sequence[dict[str, Any]],
-    out_dir: str | os.PathLike[str],
-    *,
-    settings: Settings,
-    n_procs: int = 1,
-    work_dir: str | os.PathLike[str],
-) -> None:
-    """Run one subject's longitudinal step and fill its rows in place; never raises.
-
-    Parameters
-    ----------
-    visits, rows : sequence
-        The subject's visits and their ``visits.tsv`` rows (same order), as
-        returned by :func:`run_visit`; only visits with ``status == "ok"`` take part.
-    out_dir, settings, n_procs, work_dir :
-        As for :func:`run_visit` (``work_dir`` is required).
-
-    Notes
-    -----
-    On any error every taking-part row gets ``longitudinal_status`` =
-    ``"failed: <reason>"`` and the subject-level tracks table is removed; the
-    cross-sectional outputs are untouched (nothing is published before the whole
-    step has been computed).
-    """
-    from .longitudinal import remove_subject_outputs, run_subject_longitudinal
-
-    ok = [(v, r) for v, r in zip(visits, rows, strict=True) if r.get("status") == "ok"]
-    if not ok:
-        return
-    subject = ok[0][0].subject
-    try:
-        updates = run_subject_longitudinal(
-            [v for v, _ in ok], out_dir, settings=settings, n_procs=n_procs, work_dir=work_dir
-        )
-    except Exception as exc:  # the cross-sectional results stand whatever happens here
-        LOGGER.error(
-            "sub-%s: longitudinal step failed: %s",
-            subject,
-            exc,
-            exc_info=not isinstance(exc, LesionQError),
-        )
-        reason = _reason(exc)
-        for _, row in ok:
-            row["longitudinal_status"] = f"failed: {reason}"
-        try:
-            remove_subject_outputs(out_dir, subject)
-        except OSError as rm_exc:  # pragma: no cover - reported, not fatal
-            LOGGER.error("sub-%s: could not remove stale tracks table: %s", subject, rm_exc)
-        return
-    for visit, row in ok:
-        row.update(updates.get(visit.session, {}))
 
 
 def run_dataset(
@@ -372,11 +218,6 @@ def run_dataset(
         ``out_dir`` (or ``work_dir``) cannot be created or written; checked with
         a real write before anything else is written.
     """
-    from ..steps import validate_settings
-    from ..store import ResultsDB
-    from .executor import run_jobs
-    from .subject import SubjectJob, write_visits_table
-
     validate_settings(settings)
     if workers < 1:
         raise ConfigError(f"workers must be >= 1, got {workers}")
@@ -456,6 +297,10 @@ def run_dataset(
         write_visits_table(out, db)
         if "schedule" in settings.sections:
             _write_endpoints(out, settings, progress, db=db, run_id=run_id)
+        if report:  # OUT/index.html, the trial overview (never raises)
+            from ..qc.overview import refresh_index
+
+            refresh_index(out, settings=settings, progress=progress)
         status = "finished"
     except KeyboardInterrupt:
         status = "interrupted"
@@ -480,7 +325,7 @@ def run_dataset(
     )
 
 
-def _ledger_counts(db: Any, run_id: int) -> dict[str, int]:
+def _ledger_counts(db: ResultsDB, run_id: int) -> dict[str, int]:
     """ok / failed / skipped visit counts of one run, from its ledger."""
     ledger = db.ledger(run_id)
     if ledger.empty:
@@ -539,7 +384,7 @@ def _alive_here(host: str | None, pid: int | None) -> bool:
     return True
 
 
-def _close_interrupted_run(db: Any, progress: ProgressFn | None) -> int | None:
+def _close_interrupted_run(db: ResultsDB, progress: ProgressFn | None) -> int | None:
     """Mark the last unfinished run as interrupted; return its id (or None)."""
     last = db.last_interrupted_run()
     if last is None:
@@ -599,7 +444,7 @@ def _write_endpoints(
     settings: Settings,
     progress: ProgressFn | None,
     *,
-    db: Any,
+    db: ResultsDB,
     run_id: int,
 ) -> None:
     """Rewrite ``OUT/endpoints.tsv`` from the whole ``visits.tsv`` and store it in the database.
@@ -607,10 +452,6 @@ def _write_endpoints(
     A failure here is logged and reported, never raised: the per-visit results
     stand and the table can be rebuilt by the next run.
     """
-    from ..io.endpoints import write_endpoints
-    from ..io.tables import read_tsv
-    from .locks import tables_lock
-
     try:
         with tables_lock(out):
             path = write_endpoints(

@@ -15,6 +15,9 @@ from typing import Any
 
 import pandas as pd
 
+from ..review.state import reviewed_counts
+from ..store import ResultsDB
+
 __all__ = ["DatasetStatus", "dataset_status", "format_status"]
 
 
@@ -75,10 +78,8 @@ def _counts(series: pd.Series) -> dict[str, int]:
     return {str(k): int(v) for k, v in values.value_counts().sort_index().items()}
 
 
-def dataset_status(db: Any) -> DatasetStatus:
+def dataset_status(db: ResultsDB) -> DatasetStatus:
     """Summarise a results database (:class:`lesionq.store.ResultsDB`); read-only."""
-    from ..review.state import reviewed_counts
-
     runs = db.runs_table()
     visits = db.visits_table()
     failed_rows = visits[visits["status"] != "ok"]

@@ -28,8 +28,12 @@ from ..config import Settings
 from ..io.bids import VisitInputs
 from ..io.derivatives import VISITS_TSV, output_path, remove_stale_temporaries
 from ..io.tables import LONGITUDINAL_VISIT_COLUMNS, read_tsv, write_tsv
+from ..store import ResultsDB
 from .fingerprint import fingerprint_visit, outputs_present
 from .locks import SubjectBusy, subject_lock, tables_lock
+from .longitudinal import longitudinal_problem, run_longitudinal
+from .tables import visits_table
+from .visit import run_visit
 
 __all__ = [
     "SubjectJob",
@@ -134,14 +138,12 @@ class SubjectOutcome:
     duration_s: float
 
 
-_DB_CACHE: dict[str, Any] = {}
+_DB_CACHE: dict[str, ResultsDB] = {}
 _DB_LOCK = threading.Lock()
 
 
-def _database(url: str) -> Any:
+def _database(url: str) -> ResultsDB:
     """The process's :class:`lesionq.store.ResultsDB` for ``url`` (opened once per process)."""
-    from ..store import ResultsDB
-
     with _DB_LOCK:
         db = _DB_CACHE.get(url)
         if db is None:
@@ -175,15 +177,13 @@ def _lesion_rows(out_dir: Path, visit: VisitInputs) -> list[dict[str, Any]]:
     return read_tsv(path).to_dict(orient="records")
 
 
-def write_visits_table(out_dir: str | os.PathLike[str], db: Any) -> Path:
+def write_visits_table(out_dir: str | os.PathLike[str], db: ResultsDB) -> Path:
     """Rewrite ``OUT/visits.tsv`` from the database's current results (under the tables lock).
 
     The database is the source of truth: the file always equals
     :func:`lesionq.batch.tables.visits_table` (automatic results plus the
     radiologists' reviewed counts), whichever process wrote last.
     """
-    from .tables import visits_table
-
     out = Path(out_dir)
     with tables_lock(out):
         return write_tsv(visits_table(db), out / VISITS_TSV)
@@ -283,9 +283,7 @@ def _event(
     }
 
 
-def _process_locked(job: SubjectJob, db: Any, send: EventFn, t0: float) -> SubjectOutcome:
-    from .runner import run_visit
-
+def _process_locked(job: SubjectJob, db: ResultsDB, send: EventFn, t0: float) -> SubjectOutcome:
     if job.site:
         db.set_site(f"sub-{job.subject}", job.site)
     removed = remove_stale_temporaries(job.out_dir / f"sub-{job.subject}")
@@ -389,10 +387,8 @@ def _missing(value: Any) -> bool:
 
 
 def _longitudinal(
-    job: SubjectJob, db: Any, rows: list[dict[str, Any]], computed: bool, send: EventFn
+    job: SubjectJob, db: ResultsDB, rows: list[dict[str, Any]], computed: bool, send: EventFn
 ) -> str:
-    from .runner import _longitudinal_problem, run_longitudinal
-
     if not _needs_longitudinal(rows, computed):
         return "not_needed"
     t0 = time.perf_counter()
@@ -409,7 +405,7 @@ def _longitudinal(
         n_procs=job.n_procs,
         work_dir=job.work_dir,
     )
-    failed = [r for r in rows if _longitudinal_problem(r)]
+    failed = [r for r in rows if longitudinal_problem(r)]
     for visit, row in zip(job.visits, rows, strict=True):
         if row.get("status") != "ok":
             continue
@@ -471,7 +467,7 @@ def _report(job: SubjectJob) -> str | None:
     except ImportError:  # pragma: no cover - qc is part of the package
         return None
     try:
-        return str(write_subject_report(job.out_dir, job.subject))
+        return str(write_subject_report(job.out_dir, job.subject, settings=job.settings))
     except Exception as exc:  # a report never fails the quantification
         LOGGER.error("sub-%s: QC report failed: %s", job.subject, exc, exc_info=True)
         return f"failed: {type(exc).__name__}: {exc}"

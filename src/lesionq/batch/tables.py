@@ -19,30 +19,34 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 import sqlalchemy as sa
 
 from ..config import Settings, _settings_from_plain
+from ..core.endpoints import schedule_from_protocol
 from ..errors import InputError
+from ..io.derivatives import VISITS_TSV
+from ..io.endpoints import compute_endpoints, with_reviewed_counts, write_endpoints
+from ..io.tables import write_tsv
+from ..review.state import merge_reviewed_counts, reviewed_counts
+from ..store import ResultsDB
+from ..store.export import table_frame, write_frame
+from ..store.models import Run
+from .locks import tables_lock
 
 __all__ = ["visits_table", "endpoints_table", "latest_settings", "export", "refresh_tables"]
 
 LOGGER = logging.getLogger(__name__)
 
 
-def visits_table(db: Any) -> pd.DataFrame:
+def visits_table(db: ResultsDB) -> pd.DataFrame:
     """Current per-visit results with the reviewed counts merged in (``visits.tsv``)."""
-    from ..review.state import merge_reviewed_counts, reviewed_counts
-
     return merge_reviewed_counts(db.visits_table(), reviewed_counts(db))
 
 
-def latest_settings(db: Any) -> Settings | None:
+def latest_settings(db: ResultsDB) -> Settings | None:
     """The protocol settings of the latest finished run in the database (None: no such run)."""
-    from ..store.models import Run
-
     with db.engine.connect() as conn:
         row = conn.execute(
             sa.select(Run.protocol, Run.settings)
@@ -55,12 +59,12 @@ def latest_settings(db: Any) -> Settings | None:
     return _settings_from_plain(row.protocol, f"results database {db.url_display}", row.settings)
 
 
-def endpoints_table(db: Any, settings: Settings | None = None) -> pd.DataFrame:
+def endpoints_table(db: ResultsDB, settings: Settings | None = None) -> pd.DataFrame:
     """Endpoints per subject and period from the database, automatic and reviewed.
 
     Parameters
     ----------
-    db : lesionq.store.ResultsDB
+    db : ResultsDB
     settings : Settings, optional
         Default: those of the latest finished run (:func:`latest_settings`).
 
@@ -69,9 +73,6 @@ def endpoints_table(db: Any, settings: Settings | None = None) -> pd.DataFrame:
     InputError
         No finished run to take the schedule from, or its protocol has no schedule.
     """
-    from ..core.endpoints import schedule_from_protocol
-    from ..io.endpoints import compute_endpoints, with_reviewed_counts
-
     settings = settings or latest_settings(db)
     if settings is None:
         raise InputError(f"{db.url_display}: no finished run, so no protocol schedule to use")
@@ -86,7 +87,7 @@ def endpoints_table(db: Any, settings: Settings | None = None) -> pd.DataFrame:
 
 
 def export(
-    db: Any,
+    db: ResultsDB,
     dest: str | os.PathLike[str],
     *,
     table: str = "endpoints",
@@ -97,8 +98,6 @@ def export(
     ``endpoints`` and ``visits`` include the radiologists' reviewed counts next to
     the automatic ones (see the module docstring).
     """
-    from ..store.export import table_frame, write_frame
-
     if table == "endpoints":
         df = endpoints_table(db)
     elif table == "visits":
@@ -110,7 +109,7 @@ def export(
     return path
 
 
-def refresh_tables(out_dir: str | os.PathLike[str], db: Any) -> list[Path]:
+def refresh_tables(out_dir: str | os.PathLike[str], db: ResultsDB) -> list[Path]:
     """Rewrite ``OUT/visits.tsv`` and ``OUT/endpoints.tsv`` from the database; never raises.
 
     Called by the review app when a review changes the reviewed counts, so the
@@ -124,11 +123,6 @@ def refresh_tables(out_dir: str | os.PathLike[str], db: Any) -> list[Path]:
     list of Path
         The files rewritten.
     """
-    from ..io.derivatives import VISITS_TSV
-    from ..io.endpoints import write_endpoints
-    from ..io.tables import write_tsv
-    from .locks import tables_lock
-
     out = Path(out_dir)
     written: list[Path] = []
     try:

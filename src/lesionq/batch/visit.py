@@ -1,17 +1,28 @@
-"""Build, run and publish one visit's workflow."""
+"""One visit: check its inputs, build, run and publish its workflow.
+
+:func:`run_visit` is the failure-isolated step a subject job calls (a bad visit
+becomes a ``failed`` row, never an exception); :func:`run_visit_workflow` builds,
+runs and publishes the nipype workflow.
+"""
 
 from __future__ import annotations
 
 import logging
 import os
+import re
+import time
 from pathlib import Path
 from typing import Any
 
+from .._version import __version__
 from ..config import Settings
+from ..errors import LesionQError
 from ..io.bids import VisitInputs
+from ..io.checks import check_visit
 from ..io.derivatives import provenance, publish_visit
+from ..io.tables import read_tsv, write_tsv
 
-__all__ = ["run_visit_workflow", "nipype_config"]
+__all__ = ["run_visit", "run_visit_workflow", "nipype_config", "failure_reason"]
 
 LOGGER = logging.getLogger(__name__)
 
@@ -55,6 +66,117 @@ def nipype_config(crash_dir: Path) -> dict[str, dict[str, Any]]:
             "log_to_file": False,
         },
     }
+
+
+def _base_row(visit: VisitInputs, settings: Settings) -> dict[str, Any]:
+    return {
+        "participant_id": f"sub-{visit.subject}",
+        "session_id": f"ses-{visit.session}" if visit.session is not None else None,
+        "acq_time": visit.acq_time,
+        "protocol": settings.name,
+        "settings_sha256": settings.hash(),
+        "lesionq_version": __version__,
+    }
+
+
+_EXC_LINE = re.compile(r"^\s*(?:[\w]+\.)*(?P<name>\w+(?:Error|Exception)):\s*(?P<msg>.+)$")
+
+
+def failure_reason(exc: BaseException) -> str:
+    """One-line reason for ``visits.tsv`` from the exception that failed a step.
+
+    nipype wraps a node's exception in ``NodeExecutionError`` whose message
+    holds the node's traceback; the original exception (its last line) is what a
+    reader needs, e.g. ``MissingInputError: .../FLAIR.nii.gz: file not found``.
+
+    Parameters
+    ----------
+    exc : BaseException
+        What a visit's or a subject's step raised.
+
+    Returns
+    -------
+    str
+        ``"<ExceptionClass>: <first line>"``; for a nipype node error, the
+        original exception's class and message plus ``(node <name>)``.
+
+    Examples
+    --------
+    >>> failure_reason(ValueError("T2 mask is empty"))
+    'ValueError: T2 mask is empty'
+    """
+    lines = [ln for ln in str(exc).strip().splitlines() if ln.strip()]
+    if type(exc).__name__ == "NodeExecutionError":
+        for line in reversed(lines):
+            m = _EXC_LINE.match(line)
+            if m:
+                node = lines[0].rstrip(".").split()[-1] if lines else "?"
+                return f"{m['name']}: {m['msg'].strip()} (node {node})"
+    first = lines[0] if lines else ""
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+
+
+def run_visit(
+    visit: VisitInputs,
+    out_dir: str | os.PathLike[str],
+    *,
+    settings: Settings,
+    n_procs: int = 1,
+    work_dir: str | os.PathLike[str] | None = None,
+) -> dict[str, Any]:
+    """Check, process and publish one visit; never raises for a bad visit.
+
+    Parameters
+    ----------
+    visit : VisitInputs
+        The visit's input files.
+    out_dir : path-like
+        Derivatives folder.
+    settings : Settings
+        Effective protocol settings.
+    n_procs : int
+        Thread budget for the visit's heavy steps.
+    work_dir : path-like, optional
+        Scratch folder (default ``out_dir/.lesionq-work``).
+
+    Returns
+    -------
+    dict
+        The visit's ``visits.tsv`` row (``status`` is ``"ok"`` or ``"failed"``).
+    """
+    row = _base_row(visit, settings)
+    t0 = time.perf_counter()
+    try:
+        findings = check_visit(visit)
+        errors = [f for f in findings if f.level == "error"]
+        for f in findings:
+            if f.level == "warning":
+                LOGGER.warning("%s", f.message)
+        if errors:
+            raise _InputRejected("; ".join(f.message for f in errors))
+        work = Path(work_dir) if work_dir is not None else Path(out_dir) / ".lesionq-work"
+        result = run_visit_workflow(
+            visit, out_dir, settings=settings, n_procs=n_procs, work_dir=work
+        )
+        row.update(result)
+        row["status"] = "ok"
+        row["reason"] = None
+    except (LesionQError, _InputRejected, Exception) as exc:  # one visit never stops the batch
+        LOGGER.error(
+            "visit %s %s failed: %s",
+            row["participant_id"],
+            row["session_id"],
+            exc,
+            exc_info=not isinstance(exc, LesionQError | _InputRejected),
+        )
+        row["status"] = "failed"
+        row["reason"] = str(exc) if isinstance(exc, _InputRejected) else failure_reason(exc)
+    row["duration_s"] = round(time.perf_counter() - t0, 2)
+    return row
+
+
+class _InputRejected(Exception):
+    """The check battery found errors in a visit's inputs (message: the findings)."""
 
 
 def run_visit_workflow(
@@ -173,8 +295,6 @@ def run_visit_workflow(
 def _merge_lesion_tables(t2_table: str, others: list[str], work: Path) -> Path:
     """``lesions.tsv``: the T2 rows, then the rows of ``others`` (columns: the union, T2 first)."""
     import pandas as pd
-
-    from ..io.tables import read_tsv, write_tsv
 
     merged = read_tsv(t2_table)
     cols = list(merged.columns)

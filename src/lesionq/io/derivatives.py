@@ -26,9 +26,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .. import __version__
+from .._version import __version__
 from ..config import Settings
-from .nifti import atomic_write_text, sha256_file
+from ..errors import MissingInputError, OutputError
+from .nifti import atomic_write_text, is_partial_file, sha256_file
 
 LOGGER = logging.getLogger(__name__)
 
@@ -472,8 +473,6 @@ def ensure_writable_dir(path: str | os.PathLike[str], *, what: str = "output fol
     """
     import tempfile
 
-    from ..errors import OutputError
-
     folder = Path(path)
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -523,8 +522,6 @@ def remove_stale_temporaries(folder: str | os.PathLike[str]) -> list[Path]:
         What was removed, sorted.
     """
     import shutil
-
-    from .nifti import is_partial_file
 
     root = Path(folder)
     if not root.is_dir():
@@ -736,8 +733,6 @@ def publish_visit_update(
     """
     import fnmatch
     import shutil
-
-    from ..errors import MissingInputError
 
     final_dir = visit_dir(out_dir, subject, session)
     if not final_dir.is_dir():

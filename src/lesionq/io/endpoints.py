@@ -28,6 +28,7 @@ visits table would simply be ignored.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -44,11 +45,12 @@ from ..core.endpoints import (
     Schedule,
     assign_visits,
     endpoint_columns,
+    parse_schedule,
     period_endpoints,
     resolve_baseline_date,
     schedule_from_protocol,
 )
-from ..errors import InputError
+from ..errors import InputError, LesionQError
 from .bids import parse_acq_time
 from .derivatives import provenance, write_sidecar
 from .tables import write_tsv
@@ -61,6 +63,7 @@ __all__ = [
     "write_endpoints",
     "with_reviewed_counts",
     "REVIEWED_SUFFIX",
+    "load_schedule",
 ]
 
 log = logging.getLogger(__name__)
@@ -427,3 +430,47 @@ _RULES: tuple[str, ...] = (
     "Volumes are not summed: each is reported at the scheduled week before the period (start) and "
     "at the period's last week (end), with end - start; a missing or n/a value stays n/a.",
 )
+
+
+def _schedule_from_sidecar(path: Path) -> Any:
+    """The schedule recorded in ``endpoints.json`` (its ``Schedule`` entry)."""
+    body = json.loads(path.read_text(encoding="utf-8"))
+    s = body["Schedule"]
+    visits = s["visits"]
+    return parse_schedule(
+        {
+            "baseline_week": s["baseline_week"],
+            "weeks": [v["week"] for v in visits],
+            "window_days": [v["window_days"] for v in visits],
+            "session_weeks": dict(s.get("session_weeks") or {}),
+        },
+        dict(s.get("periods") or {}),
+        source=str(path),
+    )
+
+
+def load_schedule(out_dir: str | os.PathLike[str], settings: Any = None) -> Any:
+    """The trial's visit schedule, or None when there is none.
+
+    Parameters
+    ----------
+    out_dir : path-like
+        Output folder of a run.
+    settings : lesionq.config.Settings, optional
+        Protocol settings: their ``[schedule]`` and ``[periods]`` when present;
+        otherwise the ``Schedule`` recorded in ``OUT/endpoints.json``.
+
+    Returns
+    -------
+    lesionq.core.endpoints.Schedule or None
+        None without a schedule, or when it cannot be read (logged).
+    """
+    try:
+        if settings is not None and "schedule" in settings.sections:
+            return schedule_from_protocol(settings.sections, source=settings.source)
+        sidecar = Path(out_dir) / "endpoints.json"
+        if sidecar.is_file():
+            return _schedule_from_sidecar(sidecar)
+    except (LesionQError, OSError, ValueError, KeyError, TypeError) as exc:
+        log.warning("visit schedule not usable for the timelines: %s", exc)
+    return None
