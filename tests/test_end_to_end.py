@@ -257,3 +257,20 @@ def test_qc_report_of_the_sample_subject_opens_clean_in_chromium(
         table = read_tsv(out / f"sub-phantom02/ses-{ses}/anat/sub-phantom02_ses-{ses}_lesions.tsv")
         want = {(ses, str(r.label), str(r.lesion_id)) for r in table.itertuples()}
         assert {tuple(r) for r in rows if r[0] == ses} == want, ses
+
+
+def test_run_writes_the_overview_and_the_timeline_on_schedule_weeks(sample_run):
+    """The run ends with OUT/index.html; the report's timeline puts visits at weeks 0, 4, 12."""
+    import re
+
+    _, out = sample_run
+    index = (out / "index.html").read_text(encoding="utf-8")
+    assert 'data-subject="phantom02"' in index and 'href="sub-phantom02.html"' in index
+    assert "first_treatment" in index  # the protocol's periods shade the sparklines
+    report = (out / "sub-phantom02.html").read_text(encoding="utf-8")
+    assert 'class="lq-timeline"' in report
+    weeks = re.findall(
+        r'<circle class="point" data-series="t2_volume" data-session="(ses-\d+)" data-week="([\d.]+)"',
+        report,
+    )
+    assert weeks == [("ses-01", "0"), ("ses-02", "4"), ("ses-03", "12")]

@@ -219,7 +219,7 @@ def _draw_panel(
                 max(y, 0.0),
                 label_text.get(lid, str(lid)),
                 color=colour,
-                fontsize=font_px * 0.72,
+                fontsize=font_px * 0.8,
                 fontweight="bold",
                 ha=ha,
                 va="bottom" if y > 2 else "top",
@@ -250,7 +250,7 @@ def _draw_panel(
             panel.caption,
             transform=ax.transAxes,
             color="white",
-            fontsize=font_px * 0.62,
+            fontsize=font_px * 0.7,
             ha="left",
             va="bottom",
             bbox=_BOX,
@@ -262,7 +262,7 @@ def _draw_panel(
             panel.heading,
             transform=ax.transAxes,
             color="white",
-            fontsize=font_px * 0.62,
+            fontsize=font_px * 0.7,
             ha="center",
             va="top",
             bbox=_BOX,
@@ -308,7 +308,10 @@ def _compose(
     pw = float(panel_width_px)
     ph = pw * aspect * rows0 / cols0
     gap = 4.0
-    font_px = max(11.0, min(16.0, pw / 18.0))
+    # text scales with the panels (a 300 px panel: 20 px text, lesion ids 16 px, captions
+    # 14 px), so a mosaic shown at its own size (e.g. 1220 px in a 1400 px window) stays
+    # readable; between 12 and 24 px (a 480 px review slice: 24 px)
+    font_px = max(12.0, min(24.0, pw / 15.0))
     width = int(round(ncols * pw + (ncols + 1) * gap))
     # narrow figures wrap their title and footer (the convention must stay readable):
     # about 0.62 font sizes per bold character, 0.45 per footer character

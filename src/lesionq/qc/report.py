@@ -21,6 +21,12 @@ Per visit (whatever exists; missing inputs are skipped with a note on the page):
 * ``registration``: edges of the registered previous FLAIR over this FLAIR, plus
   two flicker frames (``flickerprevious`` / ``flickercurrent``).
 
+Per subject, above the visits: a timeline of T2 lesion volume (mL), new +
+enlarging, Gd+ and CUA counts per visit on the study schedule's weeks, with the
+protocol's periods shaded and failed visits marked (an inline SVG of
+:mod:`lesionq.qc.timeline`). Clicking a picture shows it across the whole window (CSS
+``:target``, no JavaScript), with a link to open its file.
+
 Pictures and page carry BIDS labels only (no acquisition dates, no participant
 attributes such as a treatment arm). Display convention: radiological by default,
 stated on every picture.
@@ -38,12 +44,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .. import __version__
+from .._version import __version__
 from ..errors import MissingInputError
 from ..io.derivatives import VISITS_TSV, output_path, subject_output_path, visit_prefix
+from ..io.endpoints import load_schedule
 from ..io.nifti import atomic_write_text, load_array
 from ..io.tables import read_tsv
 from . import render
+from . import timeline as tl
 from .slices import CONVENTIONS, canonical, check_convention, even_slices, intensity_window
 
 __all__ = [
@@ -589,6 +597,7 @@ def write_subject_report(
     *,
     convention: str = "radiological",
     max_panels: int = 12,
+    settings: Any = None,
 ) -> Path:
     """Build the QC pictures of every published visit of a subject and its HTML report.
 
@@ -602,6 +611,10 @@ def write_subject_report(
         Left-right display convention of every picture (stated on each).
     max_panels : int
         Most slices per lesion mosaic (half of it per new/enlarging figure).
+    settings : lesionq.config.Settings, optional
+        Protocol settings of the run: their ``[schedule]`` and ``[periods]`` place
+        the timeline's visits on the study weeks (default: the schedule recorded
+        in ``OUT/endpoints.json``, else weeks since the first visit).
 
     Returns
     -------
@@ -676,6 +689,18 @@ def write_subject_report(
         else:
             visit.notes.append("no published outputs for this visit (see visits.tsv status)")
         page_visits.append(visit)
+    timeline_svg = ""
+    if visits is not None and len(visits):
+        from markupsafe import Markup
+
+        try:
+            timeline = tl.build_timeline(visits, load_schedule(out, settings))
+            timeline_svg = Markup(
+                tl.timeline_svg(timeline, title=f"sub-{subject}: MRI measures per visit")
+            )
+        except Exception as exc:  # a report problem never stops the rest of the report
+            LOGGER.warning("QC sub-%s: timeline failed: %s", subject, exc)
+            notes.append(f"timeline: failed ({type(exc).__name__}: {exc})")
     links = []
     tracks = subject_output_path(out, subject, "tracks")
     if tracks.is_file():
@@ -689,6 +714,7 @@ def write_subject_report(
         "visit_columns": visit_cols,
         "visit_rows": visit_rows,
         "visits": page_visits,
+        "timeline": timeline_svg,
         "notes": notes,
         "links": links,
         "colours": render.COLOURS,
