@@ -29,6 +29,7 @@ from ..errors import InputError
 from ..io.derivatives import VISITS_TSV
 from ..io.endpoints import compute_endpoints, with_reviewed_counts, write_endpoints
 from ..io.tables import write_tsv
+from ..qc.overview import index_path, refresh_index
 from ..review.state import merge_reviewed_counts, reviewed_counts
 from ..store import ResultsDB
 from ..store.export import table_frame, write_frame
@@ -114,7 +115,8 @@ def refresh_tables(out_dir: str | os.PathLike[str], db: ResultsDB) -> list[Path]
 
     Called by the review app when a review changes the reviewed counts, so the
     files a reading centre picks up carry the adjudicated numbers without
-    waiting for the next ``lesionq run``. Endpoints use the settings of the
+    waiting for the next ``lesionq run``; the trial overview ``OUT/index.html``,
+    when a run wrote one, is rewritten too (its review progress). Endpoints use the settings of the
     latest finished run (none written when there is no such run or it has no
     ``[schedule]``). Failures are logged: the review itself is already stored.
 
@@ -132,6 +134,10 @@ def refresh_tables(out_dir: str | os.PathLike[str], db: ResultsDB) -> list[Path]
             settings = latest_settings(db)
             if settings is not None and "schedule" in settings.sections:
                 written.append(write_endpoints(out, visits, settings, visits_path=out / VISITS_TSV))
+            if index_path(out).is_file():  # the overview's review progress follows the review
+                page = refresh_index(out, settings=settings)
+                if page is not None:
+                    written.append(page)
     except Exception as exc:  # the review is stored; the files follow at the next run
         LOGGER.error("could not refresh the tables in %s: %s", out, exc, exc_info=True)
     return written
