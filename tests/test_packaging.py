@@ -78,6 +78,22 @@ def test_the_wheel_holds_the_protocols_and_atlas_byte_for_byte(wheel):
         assert packaged[name] == blob, name
 
 
+def test_the_wheel_holds_the_review_app_static_files(wheel):
+    """The vendored NiiVue build (checksummed by its MANIFEST.json) and the viewer script."""
+    import hashlib
+    import json
+
+    path, _ = wheel
+    static = "lesionq/review/static/"
+    with zipfile.ZipFile(path) as zf:
+        names = set(zf.namelist())
+        manifest = json.loads(zf.read(static + "niivue/MANIFEST.json"))
+        for name, sha in manifest["files"].items():
+            assert hashlib.sha256(zf.read(static + "niivue/" + name)).hexdigest() == sha, name
+    assert static + "review.js" in names
+    assert "lesionq/review/templates/_niivue.html" in names
+
+
 def test_the_build_prints_no_deprecation_warning(wheel):
     _, log = wheel
     deprecations = [ln for ln in log.splitlines() if re.search(r"deprecat", ln, re.IGNORECASE)]

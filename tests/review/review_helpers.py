@@ -204,3 +204,20 @@ def result_id(env: ReviewEnv, participant: str) -> int:
     cur = env.db.current_result(participant, "ses-01")
     assert cur is not None
     return int(cur["id"])
+
+
+#: Voxels (index ranges on the 16 x 16 x 6 grid) of the lesion :func:`add_missed_lesion`
+#: puts on a FLAIR with no label: 2 x 2 x 2 voxels of 1 x 1 x 2 mm (16 mm3).
+MISSED = (slice(12, 14), slice(3, 5), slice(1, 3))
+
+
+def add_missed_lesion(out: Path, sub: str = "01") -> tuple[float, float, float]:
+    """Brighten :data:`MISSED` on a visit's FLAIR (a lesion the software missed); its centre (mm)."""
+    path = output_path(out, sub, "01", "flair_preproc")
+    img = nib.load(str(path))
+    data = np.asarray(img.dataobj, dtype=np.float32).copy()
+    data[MISSED] += 80
+    _save(path, data)
+    centre = [(s.start + s.stop - 1) / 2 for s in MISSED]
+    x, y, z = nib.affines.apply_affine(AFFINE, centre)
+    return float(x), float(y), float(z)

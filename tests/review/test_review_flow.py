@@ -84,7 +84,7 @@ def test_readers_required_one_and_merge(env_sqlite) -> None:  # noqa: ANN001
         eng, r["reader2"], vid, rid, T1, Decision("reject"), None, readers_required=1
     )
     rs.submit_visit(eng, r["reader2"], vid, rid, readers_required=1)
-    with pytest.raises(rs.ReviewRefused, match="has its 1 readers"):
+    with pytest.raises(rs.VisitFinal, match="is final"):  # one reader makes it final
         rs.submit_visit(eng, r["reader1"], vid, rid, readers_required=1)
     df = reviewed_counts(env.db)  # the rule stored in the database (1)
     row = df[df["participant_id"] == "sub-02"].iloc[0]
@@ -100,6 +100,32 @@ def test_readers_required_one_and_merge(env_sqlite) -> None:  # noqa: ANN001
     assert list(merged["participant_id"]) == ["sub-01", "sub-02"]
     assert list(merged["t2_count"]) == [3, 1]
     assert merged["t2_count_reviewed"].tolist()[1] == 0
+
+
+def add_same_lesion(env, *readers) -> None:  # noqa: ANN001
+    """Each reader adds the lesion grown on sub-01's FLAIR at T2 lesion 1 (they overlap)."""
+    from lesionq.io.derivatives import output_path
+    from lesionq.review.added import add_lesion, grow_on_visit
+    from lesionq.review.images import VolumeCache
+
+    vid, rid = env.visit_ids["sub-01"], result_id(env, "sub-01")
+    vol = VolumeCache().load(output_path(env.out, "01", "01", "flair_preproc"))
+    g = grow_on_visit(
+        vol.data, vol.affine, (2.5, 2.5, 3.0), threshold=3, mode="zscore", connectivity=6
+    )
+    for reader in readers:
+        add_lesion(
+            env.db.engine,
+            reader,
+            lambda conn, reader=reader: rs.reader_writable_state(conn, reader, vid, rid, 2),
+            g,
+            label="T2",
+            threshold=3.0,
+            mode="zscore",
+            connectivity=6,
+            location=None,
+            comment=None,
+        )
 
 
 def test_changed_decision_is_a_new_row_and_db_refuses_updates(env) -> None:  # noqa: ANN001
@@ -130,12 +156,15 @@ def test_changed_decision_is_a_new_row_and_db_refuses_updates(env) -> None:  # n
     assert change["before"]["decision"] == "reject" and change["after"]["decision"] == "accept"
     rs.set_lock(eng, r["admin"], False, "only to have a study_lock row")
     rs.ensure_readers_required(eng, 2, actor="test")
+    add_same_lesion(env, r["reader1"], r["reader2"])  # an added_lesions row (agreed)
     rs.submit_visit(eng, r["reader1"], vid, rid, readers_required=2)
     rs.record_decision(
         eng, r["reader2"], vid, rid, T1, Decision("reject"), None, readers_required=2
     )
     rs.submit_visit(eng, r["reader2"], vid, rid, readers_required=2)
     rs.adjudicate(eng, r["adj"], vid, rid, T1, Decision("accept"), None, readers_required=2)
+    rs.record_view(eng, r["reader1"], vid, T1, readers_required=2)
+    rs.amend(eng, r["admin"], vid, rid, T1, Decision("reject"), "second look", readers_required=2)
     for table in APPEND_ONLY_TABLES + ("audit_log",):
         with eng.connect() as conn:
             assert conn.exec_driver_sql(f"SELECT count(*) FROM {table}").scalar() > 0, table
@@ -247,6 +276,7 @@ def test_reader_cannot_act_as_another(clients, env_sqlite) -> None:  # noqa: ANN
                 "csrf_token": csrf_a,
                 "result_id": result_id(env, "sub-01"),
                 "reader_id": str(r2.id),
+                "confirm": "1",
             },
             follow_redirects=False,
         ).status_code
@@ -277,7 +307,7 @@ def test_http_flow_counts_and_blinding(clients, env_sqlite) -> None:  # noqa: AN
     assert (
         a.post(
             f"/visits/{vid}/submit",
-            data={"csrf_token": csrf_a, "result_id": result_id(env, "sub-01")},
+            data={"csrf_token": csrf_a, "result_id": result_id(env, "sub-01"), "confirm": "1"},
             follow_redirects=False,
         ).status_code
         == 303
@@ -286,7 +316,7 @@ def test_http_flow_counts_and_blinding(clients, env_sqlite) -> None:  # noqa: AN
     assert (
         b.post(
             f"/visits/{vid}/submit",
-            data={"csrf_token": csrf_b, "result_id": result_id(env, "sub-01")},
+            data={"csrf_token": csrf_b, "result_id": result_id(env, "sub-01"), "confirm": "1"},
             follow_redirects=False,
         ).status_code
         == 303
@@ -294,7 +324,11 @@ def test_http_flow_counts_and_blinding(clients, env_sqlite) -> None:  # noqa: AN
     work = adj.get("/?status=awaiting_adjudication")
     assert f'href="/adjudicate/{vid}"' in work.text
     adj_page = adj.get(f"/adjudicate/{vid}")
-    assert adj_page.status_code == 200 and "reader1" in adj_page.text and "reader2" in adj_page.text
+    # blinded: the adjudicator sees "Reader A" / "Reader B", never the readers' names
+    assert (
+        adj_page.status_code == 200 and "Reader A" in adj_page.text and "Reader B" in adj_page.text
+    )
+    assert "reader1" not in adj_page.text and "reader2" not in adj_page.text
     assert 'class="disagree"' in adj_page.text
     r = adj.post(
         f"/adjudicate/{vid}",

@@ -12,6 +12,7 @@ BIDS-app style::
     lesionq export --db URL DEST [--table endpoints|visits|lesions] [--format tsv|csv|parquet]
     lesionq review --db URL --out OUT_DIR [--host H] [--port P] [--readers-required 1|2]
     lesionq reader add|disable|enable|password|list --db URL [--username U] [--role R]
+    lesionq audit verify --db URL      (the audit log's hash chain: exit 0 intact, 1 not)
 
 This is the only module that configures logging.
 """
@@ -95,7 +96,7 @@ def _unknown_participants(bids_dir: Path, labels: Sequence[str] | None) -> str |
 
 def build_parser() -> argparse.ArgumentParser:
     """Build the argument parser (exposed for documentation and tests)."""
-    from .. import __version__
+    from .._version import __version__
 
     parser = argparse.ArgumentParser(
         prog="lesionq",
@@ -450,7 +451,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_export(args)
         if args.command == "status":
             return _cmd_status(args)
-        if args.command in ("review", "reader"):
+        if args.command in ("review", "reader", "audit"):
             from ..review.cli import run_review_command
 
             return run_review_command(args)

@@ -5,15 +5,30 @@ Pages (all but ``/login`` need a logged-in reader; an anonymous GET is sent to
 
 =====================================  ==============================================
 ``GET/POST /login``, ``POST /logout``  session cookie (HttpOnly, SameSite=Strict)
-``GET /``                              worklist, filters ``?site=`` and ``?status=``
+``GET /``                              worklist, filters ``?site=`` and ``?status=``,
+                                       ``?sort=`` (a :data:`WORKLIST_SORTS` column,
+                                       ``-`` for descending)
 ``GET /visits/{id}``                   pictures, counts, lesion table, slice viewer
+                                       (``?lesion=`` records the lesion's first view)
 ``POST /visits/{id}/decision``         accept / reject / relabel one lesion
 ``GET /visits/{id}/slice``             PNG: ``axis``, ``index`` (clamped), ``overlay``
-``POST /visits/{id}/submit``           submit the reader's review of the visit
-``GET/POST /adjudicate/{id}``          adjudicator: readers side by side, decide
-``GET/POST /admin/readers``            admin: add, disable, enable readers
+``POST /visits/{id}/viewed``           record a lesion's first view (form or JSON
+                                       ``lesion``; answers JSON)
+``POST /visits/{id}/submit``           submit the reader's review of the visit; without
+                                       ``confirm=1`` it answers the confirmation page
+                                       listing the lesions never opened
+``GET/POST /adjudicate/{id}``          adjudicator: readers ("Reader A/B") side by
+                                       side, QC pictures, decide
+``GET/POST /visits/{id}/amend``        adjudicator (not a reader of the visit) or
+                                       admin: change a final decision, with a reason
+                                       (a new review version)
+``GET/POST /admin/readers``            admin: add, disable, enable readers, change a
+                                       role, reset a password
 ``GET/POST /admin/lock``               admin: lock / unlock the study
 ``GET /figures/{id}/{name}``           the visit's QC pictures (by exact name only)
+``/static/...``, ``/api/...``,         the NiiVue viewer, decisions saved in place
+``/visits/{id}/volume/...``, ...       (JSON) and adding a lesion: see
+                                       :mod:`lesionq.review.viewer`
 =====================================  ==============================================
 
 Every POST carries the session's CSRF token (form field ``csrf_token`` or header
@@ -22,7 +37,13 @@ request whose ``Origin`` is not this server is refused. Responses carry a strict
 Content-Security-Policy (inline script and style only with a per-response nonce),
 ``X-Frame-Options: DENY``, ``nosniff``, ``Referrer-Policy: same-origin`` and ``Cache-Control:
 no-store``. The OpenAPI/docs routes are disabled. No route writes to the audit log
-other than by appending, and none deletes anything.
+other than by appending, and none deletes anything. Refused requests (401, 403
+including CSRF and Origin refusals, 409) are audited as ``request.refused``, and
+every audit row records the client address.
+
+Final means final: once a visit's review is final, every decision, submission
+and adjudication on it is refused with 409 (:class:`~lesionq.review.state.VisitFinal`);
+it changes only through an amendment.
 
 Blinded reading: pages show BIDS labels, site, the stored (already shifted)
 acquisition time, counts and the fixed lesion columns; never participant
@@ -44,19 +65,21 @@ from urllib.parse import urlencode, urlsplit
 
 import jinja2
 from fastapi import Depends, FastAPI, Request
-from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from ..batch.tables import refresh_tables
 from ..errors import ConfigError, InputError, LesionQError
 from ..qc.slices import AXES
 from ..store import ResultsDB
+from ..store.auditchain import audit_client
 from . import auth, state
+from .added_export import refresh_review_tables as refresh_tables  # + added_lesions.tsv
 from .auth import DEFAULT_SESSION_TTL_S
-from .dbutil import read_tx
+from .dbutil import audit, read_tx, write_tx
 from .decisions import RELABELS, STAGES, LesionKey, parse_choice
 from .images import OVERLAYS, VolumeCache, canonical_slice_of, figure_files, resolve_figure
 from .images import slice_sources as _slice_sources
+from .viewer import install_viewer_routes, viewer_context
 
 __all__ = ["create_app", "SESSION_COOKIE", "LOGIN_CSRF_COOKIE", "DEFAULT_SESSION_TTL_S"]
 
@@ -77,9 +100,40 @@ _MESSAGES = {
     "locked": "The study is locked.",
     "unlocked": "The study is unlocked.",
     "reader_added": "Reader added.",
+    "amended": "Amendment recorded: a new review version.",
+    "role_changed": "Role changed.",
+    "password_reset": "Password reset (the reader's sessions ended).",
     "reader_disabled": "Reader disabled.",
     "reader_enabled": "Reader enabled.",
 }
+
+
+#: Worklist columns that ``?sort=`` accepts (``-name``: descending), with their sort value.
+WORKLIST_SORTS: dict[str, Callable[[state.ReviewState], Any]] = {
+    "participant": lambda st: (st.visit.participant_id, st.visit.session_id or ""),
+    "session": lambda st: (st.visit.session_id or "", st.visit.participant_id),
+    "site": lambda st: st.visit.site,
+    "acquired": lambda st: st.visit.acq_time,
+    "t2": lambda st: st.visit.automatic.get("t2_count"),
+    "gd": lambda st: st.visit.automatic.get("gd_count"),
+    "t2_reviewed": lambda st: st.reviewed["t2_count_reviewed"],
+    "gd_reviewed": lambda st: st.reviewed["gd_count_reviewed"],
+    "status": lambda st: STAGES.index(st.outcome.stage),
+    "readers": lambda st: st.outcome.n_submitted,
+}
+
+
+def _sorted_states(states: list[state.ReviewState], sort: str) -> list[state.ReviewState]:
+    """``states`` sorted by a :data:`WORKLIST_SORTS` column (missing values last, stable)."""
+    name = sort.removeprefix("-")
+    if name not in WORKLIST_SORTS:
+        raise state.ReviewRefused(
+            400, f"sort must be one of {sorted(WORKLIST_SORTS)} (optionally with '-'), got {sort!r}"
+        )
+    value = WORKLIST_SORTS[name]
+    present = [st for st in states if value(st) is not None]
+    missing = [st for st in states if value(st) is None]
+    return sorted(present, key=value, reverse=sort.startswith("-")) + missing
 
 
 class _NotAuthenticated(Exception):
@@ -111,6 +165,13 @@ def _parse_lesion(text: str) -> LesionKey:
     if m is None:
         raise state.ReviewRefused(400, f"bad lesion reference {text!r} (expected LABEL:ID)")
     return LesionKey(m.group(1), int(m.group(2)))
+
+
+def _lesion_or_none(text: str) -> LesionKey | None:
+    try:
+        return _parse_lesion(text)
+    except state.ReviewRefused:
+        return None
 
 
 def _int_field(form: Any, name: str) -> int:
@@ -233,7 +294,9 @@ def create_app(
         )
         return HTMLResponse(body, status_code=status_code)
 
-    def error_page(request: Request, status_code: int, message: str) -> HTMLResponse:
+    def error_page(request: Request, status_code: int, message: str) -> Response:
+        if request.url.path.startswith("/api/"):  # the viewer's JSON routes
+            return JSONResponse({"error": message}, status_code=status_code)
         return page(request, "error.html", status_code=status_code, code=status_code, text=message)
 
     def redirect(path: str, **query: str) -> RedirectResponse:
@@ -246,6 +309,15 @@ def create_app(
     def current_lock() -> dict[str, Any]:
         with read_tx(engine) as conn:
             return state.lock_state(conn)
+
+    def figures_of(st: state.ReviewState) -> list[dict[str, str]]:
+        """The visit's QC pictures (``name``, ``title``): PNG, or SVG without a PNG twin."""
+        figs = figure_files(out_root, st.visit.participant_id, st.visit.session_id)
+        return [
+            {"name": name, "title": title}
+            for name, (_, media, title) in figs.items()
+            if media == "image/png" or name.removesuffix(".svg") + ".png" not in figs
+        ]
 
     def load(visit_id: int) -> state.ReviewState:
         with read_tx(engine) as conn:
@@ -261,28 +333,67 @@ def create_app(
         nonce = secrets.token_urlsafe(16)
         request.state.nonce = nonce
         origin = request.headers.get("origin")
-        if origin is not None and request.method not in ("GET", "HEAD"):
-            host = request.headers.get("host", "")
-            if origin == "null" or urlsplit(origin).netloc != host:
-                response: Response = Response("cross-origin request refused", status_code=403)
+        with audit_client(request.client.host if request.client else None):
+            if origin is not None and request.method not in ("GET", "HEAD"):
+                host = request.headers.get("host", "")
+                if origin == "null" or urlsplit(origin).netloc != host:
+                    await audit_refusal(request, 403, f"cross-origin request (Origin {origin})")
+                    response: Response = Response("cross-origin request refused", status_code=403)
+                else:
+                    response = await call_next(request)
             else:
                 response = await call_next(request)
-        else:
-            response = await call_next(request)
         h = response.headers
         h["Content-Security-Policy"] = (
             f"default-src 'none'; img-src 'self' data:; style-src 'nonce-{nonce}'; "
-            f"script-src 'nonce-{nonce}'; form-action 'self'; frame-ancestors 'none'; "
+            f"script-src 'nonce-{nonce}'; connect-src 'self'; form-action 'self'; "
+            "frame-ancestors 'none'; "
             "base-uri 'none'"
         )
         h["X-Frame-Options"] = "DENY"
         h["X-Content-Type-Options"] = "nosniff"
         h["Referrer-Policy"] = "same-origin"  # no-referrer makes Chromium send Origin: null
-        h["Cache-Control"] = "no-store"
+        if "cache-control" not in h:  # the vendored static files may be cached
+            h["Cache-Control"] = "no-store"
         return response
+
+    #: Refusals written to the audit log (``request.refused``).
+    audited_refusals = (401, 403, 409)
+
+    def _audit_refusal(
+        actor: str, client: str | None, status: int, method: str, path: str, reason: str
+    ) -> None:
+        with audit_client(client), write_tx(engine) as conn:
+            audit(
+                conn,
+                actor=actor,
+                action="request.refused",
+                entity="http",
+                entity_id=None,
+                after={"status": status, "method": method, "path": path[:255]},
+                detail=reason[:2000],
+            )
+
+    async def audit_refusal(request: Request, status: int, reason: str) -> None:
+        """Append ``request.refused`` (who, client address, status, method, path, why)."""
+        sess: auth.Session | None = getattr(request.state, "session", None)
+        actor = sess.reader.username if sess is not None else "(anonymous)"
+        try:
+            await run_in_threadpool(
+                _audit_refusal,
+                actor,
+                request.client.host if request.client else None,
+                status,
+                request.method,
+                request.url.path,
+                reason,
+            )
+        except Exception:  # the refusal stands even when its audit row cannot be written
+            LOGGER.exception("review: could not audit a refused request")
 
     @app.exception_handler(_NotAuthenticated)
     async def not_authenticated(request: Request, _: Exception) -> Response:
+        await audit_refusal(request, 401, "no live session")
         if request.method in ("GET", "HEAD"):
             resp: Response = RedirectResponse("/login", status_code=303)
         else:
@@ -293,6 +404,8 @@ def create_app(
     @app.exception_handler(state.ReviewRefused)
     async def refused(request: Request, exc: Exception) -> Response:
         status = exc.status_code if isinstance(exc, state.ReviewRefused) else 500
+        if status in audited_refusals:
+            await audit_refusal(request, status, str(exc))
         return error_page(request, status, str(exc))
 
     @app.exception_handler(LesionQError)
@@ -329,6 +442,7 @@ def create_app(
         if not auth.tokens_equal(
             sent if isinstance(sent, str) else None, request.cookies.get(LOGIN_CSRF_COOKIE)
         ):
+            await audit_refusal(request, 403, "login form without a valid CSRF token")
             return login_page(request, 403, "The login form expired: please try again.")
         username, password = form.get("username"), form.get("password")
         if not isinstance(username, str) or not isinstance(password, str):
@@ -367,7 +481,7 @@ def create_app(
     # ------------------------------------------------------------------ worklist
 
     @app.get("/", response_class=HTMLResponse)
-    def worklist(request: Request, site: str = "", status: str = "") -> Response:
+    def worklist(request: Request, site: str = "", status: str = "", sort: str = "") -> Response:
         me = session_of(request).reader
         if status and status not in STAGES:
             raise state.ReviewRefused(400, f"status must be one of {STAGES}, got {status!r}")
@@ -376,7 +490,7 @@ def create_app(
             lock = state.lock_state(conn)
         sites = sorted({s.visit.site for s in states if s.visit.site})
         rows = []
-        for st in states:
+        for st in _sorted_states(states, sort) if sort else states:
             if site and st.visit.site != site:
                 continue
             if status and st.outcome.stage != status:
@@ -394,6 +508,9 @@ def create_app(
                     "can_adjudicate": me.can_adjudicate
                     and st.outcome.stage == "awaiting_adjudication"
                     and st.submitted_by(me.id) is None,
+                    "can_amend": (me.can_adjudicate or me.is_admin)
+                    and st.outcome.status == "final"
+                    and st.submitted_by(me.id) is None,
                 }
             )
         return page(
@@ -404,6 +521,7 @@ def create_app(
             stages=STAGES,
             site=site,
             status=status,
+            sort=sort,
             lock=lock,
             readers_required=n_readers,
         )
@@ -469,6 +587,10 @@ def create_app(
     ) -> Response:
         me = session_of(request).reader
         st = load(visit_id)
+        if lesion and me.can_read:  # opening a lesion ("show") records its first view
+            shown = _lesion_or_none(lesion)
+            if shown is not None and shown in st.visit.volumes:
+                state.record_view(engine, me, visit_id, shown, readers_required=n_readers)
         lock = current_lock()
         own = st.decisions.get(me.id, {})
         submission = st.submitted_by(me.id)
@@ -480,12 +602,19 @@ def create_app(
             and not full
             and not lock["locked"]
         )
-        figs = figure_files(out_root, st.visit.participant_id, st.visit.session_id)
-        figures = [
-            {"name": name, "title": title}
-            for name, (_, media, title) in figs.items()
-            if media == "image/png" or name.removesuffix(".svg") + ".png" not in figs
-        ]
+        next_visit = None
+        if me.can_read:
+            with read_tx(engine) as conn:
+                queue = [
+                    s.visit.visit_id
+                    for s in state.load_states(conn, n_readers)
+                    if s.submitted_by(me.id) is None
+                    and len(s.submissions) < n_readers
+                    and s.visit.visit_id != visit_id
+                ]
+            after = [v for v in queue if v > visit_id] or queue
+            next_visit = after[0] if after else None
+        figures = figures_of(st)
         return page(
             request,
             "visit.html",
@@ -500,6 +629,14 @@ def create_app(
             lock=lock,
             view=viewer(st, axis, index, overlay, lesion),
             readers_required=n_readers,
+            nv=viewer_context(
+                st,
+                out_root,
+                reader_id=me.id,
+                adjudicator=False,
+                can_decide=can_decide,
+                next_visit=next_visit,
+            ),
         )
 
     async def decide_from_form(
@@ -531,20 +668,100 @@ def create_app(
             lesion=f"{key.label}:{key.lesion_id}",
         )
 
+    def submit_check(reader: auth.Reader, visit_id: int, result_id: int) -> state.ReviewState:
+        with read_tx(engine) as conn:
+            return state.reader_writable_state(conn, reader, visit_id, result_id, n_readers)
+
     @app.post("/visits/{visit_id}/submit")
     async def post_submit(request: Request, visit_id: int) -> Response:
+        """Submit; without ``confirm=1`` answer the confirmation page (unviewed lesions)."""
         form = await request.form()
         me = session_of(request).reader
+        result_id = _int_field(form, "result_id")
+        if form.get("confirm") != "1":
+            st = await run_in_threadpool(submit_check, me, visit_id, result_id)
+            unviewed = set(st.unviewed(me.id))
+            return page(
+                request,
+                "submit_confirm.html",
+                st=st,
+                unviewed=[les for les in st.visit.lesions if les.key in unviewed],
+                own=st.own(me.id),
+                provisional=st.provisional(me.id),
+                submission=None,
+            )
         await run_in_threadpool(
-            state.submit_visit,
-            engine,
-            me,
-            visit_id,
-            _int_field(form, "result_id"),
-            readers_required=n_readers,
+            state.submit_visit, engine, me, visit_id, result_id, readers_required=n_readers
         )
         await run_in_threadpool(refresh_tables, out_root, db)
         return redirect(f"/visits/{visit_id}", msg="submitted")
+
+    @app.post("/visits/{visit_id}/viewed")
+    async def post_viewed(request: Request, visit_id: int) -> Response:
+        """Record the first view of a lesion (form field or JSON ``lesion``: ``LABEL:ID``)."""
+        if request.headers.get("content-type", "").startswith("application/json"):
+            try:
+                body = await request.json()
+            except ValueError:
+                raise state.ReviewRefused(400, "the body is not JSON") from None
+            text = body.get("lesion") if isinstance(body, dict) else None
+        else:
+            text = (await request.form()).get("lesion")
+        key = _parse_lesion(str(text or ""))
+        first = await run_in_threadpool(
+            state.record_view,
+            engine,
+            session_of(request).reader,
+            visit_id,
+            key,
+            readers_required=n_readers,
+        )
+        return JSONResponse({"lesion": f"{key.label}:{key.lesion_id}", "first_view": first})
+
+    def require_amender(request: Request, st: state.ReviewState) -> auth.Reader:
+        me = session_of(request).reader
+        if not (me.can_adjudicate or me.is_admin):
+            raise state.ReviewRefused(403, "only adjudicators and administrators amend")
+        if st.submitted_by(me.id) is not None:
+            raise state.ReviewRefused(403, f"you read {st.visit.title}: another adjudicator amends")
+        return me
+
+    @app.get("/visits/{visit_id}/amend", response_class=HTMLResponse)
+    def amend_page(request: Request, visit_id: int) -> Response:
+        st = load(visit_id)
+        require_amender(request, st)
+        if st.outcome.status != "final":
+            raise state.ReviewRefused(409, f"{st.visit.title} is not final: nothing to amend")
+        return page(
+            request,
+            "amend.html",
+            st=st,
+            relabels=RELABELS,
+            lock=current_lock(),
+            figures=figures_of(st),
+            max_chars=state.MAX_COMMENT_CHARS,
+        )
+
+    @app.post("/visits/{visit_id}/amend")
+    async def post_amend(request: Request, visit_id: int) -> Response:
+        """Amend a final visit: ``lesion``, ``choice``, ``reason`` (mandatory), ``result_id``."""
+        form = await request.form()
+        key = _parse_lesion(str(form.get("lesion", "")))
+        reason = form.get("reason")
+        row = await run_in_threadpool(
+            state.amend,
+            engine,
+            session_of(request).reader,
+            visit_id,
+            _int_field(form, "result_id"),
+            key,
+            parse_choice(key.label, str(form.get("choice", ""))),
+            reason if isinstance(reason, str) else None,
+            readers_required=n_readers,
+        )
+        if row is not None:
+            await run_in_threadpool(refresh_tables, out_root, db)
+        return redirect(f"/visits/{visit_id}/amend", msg="amended" if row else "unchanged")
 
     @app.get("/visits/{visit_id}/slice")
     def get_slice(
@@ -607,10 +824,22 @@ def create_app(
             request,
             "adjudicate.html",
             st=st,
-            readers=list(st.submissions)[:n_readers],
+            # blinded: the adjudicator sees "Reader A", "Reader B" (submission order), no names
+            readers=[
+                {"reader_id": sub.reader_id, "label": f"Reader {chr(ord('A') + i)}"}
+                for i, sub in enumerate(list(st.submissions)[:n_readers])
+            ],
             relabels=RELABELS,
             lock=lock,
+            figures=figures_of(st),
             view=viewer(st, axis, index, overlay, lesion),
+            nv=viewer_context(
+                st,
+                out_root,
+                reader_id=me.id,
+                adjudicator=True,
+                can_decide=not lock["locked"] and st.outcome.status != "final",
+            ),
         )
 
     @app.post("/adjudicate/{visit_id}")
@@ -664,7 +893,25 @@ def create_app(
                 auth.set_reader_active, engine, username, action == "enable", actor=me.username
             )
             return redirect("/admin/readers", msg=f"reader_{action}d")
-        raise state.ReviewRefused(400, "action must be add, disable or enable")
+        if action in ("role", "password"):
+            if auth.get_reader(engine, username) is None:
+                raise state.ReviewRefused(404, f"no reader {username!r}")
+            if action == "role":
+                if username == me.username:
+                    raise state.ReviewRefused(409, "you cannot change your own role")
+                await run_in_threadpool(
+                    auth.set_role, engine, username, str(form.get("role", "")), actor=me.username
+                )
+                return redirect("/admin/readers", msg="role_changed")
+            await run_in_threadpool(
+                auth.set_password,
+                engine,
+                username,
+                str(form.get("password", "")),
+                actor=me.username,
+            )
+            return redirect("/admin/readers", msg="password_reset")
+        raise state.ReviewRefused(400, "action must be add, disable, enable, role or password")
 
     @app.get("/admin/lock", response_class=HTMLResponse)
     def admin_lock(request: Request) -> Response:
@@ -689,4 +936,13 @@ def create_app(
         )
         return redirect("/admin/lock", msg=f"{action}ed")
 
+    install_viewer_routes(
+        app,
+        engine=engine,
+        out_root=out_root,
+        load=load,
+        session_of=session_of,
+        readers_required=n_readers,
+        refresh=lambda: refresh_tables(out_root, db),
+    )
     return app

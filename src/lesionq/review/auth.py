@@ -30,6 +30,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from ..errors import InputError, LesionQError
+from ..store.auditchain import unknown_name
 from ..store.models import AuditEntry
 from .dbutil import audit, inserted_id, now, read_tx, write_tx
 from .models import reader_sessions, readers
@@ -49,6 +50,7 @@ __all__ = [
     "add_reader",
     "set_reader_active",
     "set_password",
+    "set_role",
     "list_readers",
     "get_reader",
     "login",
@@ -311,6 +313,42 @@ def set_password(engine: sa.Engine, username: str, password: str, *, actor: str)
         )
 
 
+def set_role(engine: sa.Engine, username: str, role: str, *, actor: str) -> Reader:
+    """Change an account's role (audited as ``reader.role_changed``; effective at once).
+
+    Raises
+    ------
+    InputError
+        Unknown role or account.
+    """
+    if role not in ROLES:
+        raise InputError(f"reader role must be one of {ROLES}, got {role!r}")
+    with write_tx(engine) as conn:
+        r = (
+            conn.execute(sa.select(readers).where(readers.c.username == username))
+            .mappings()
+            .first()
+        )
+        if r is None:
+            raise InputError(f"no reader {username!r}")
+        if r["role"] != role:
+            conn.execute(
+                sa.update(readers)
+                .where(readers.c.id == r["id"])
+                .values(role=role, updated_at=now())
+            )
+            audit(
+                conn,
+                actor=actor,
+                action="reader.role_changed",
+                entity="readers",
+                entity_id=r["id"],
+                before={"username": username, "role": r["role"]},
+                after={"username": username, "role": role},
+            )
+    return Reader(id=int(r["id"]), username=username, role=role, active=bool(r["active"]))
+
+
 def list_readers(engine: sa.Engine) -> list[dict[str, Any]]:
     """Every account (``id``, ``username``, ``role``, ``active``, ``created_at``), by username."""
     cols = [
@@ -393,7 +431,9 @@ def login(
     (token, Session) or None
         The cookie token (shown once; only its hash is stored) and the session;
         None for an unknown or disabled account or a wrong password (audited as
-        ``reader.login_failed`` without telling which).
+        ``reader.login_failed`` without telling which). A username that names no
+        account is audited as its keyed hash
+        (:func:`lesionq.store.auditchain.unknown_name`), never as typed.
 
     Raises
     ------
@@ -401,8 +441,15 @@ def login(
         Too many recent failures for this username.
     """
     username = str(username)[:64]
-    actor = username or "(empty)"  # the audit log's name for this attempt
     with read_tx(engine) as conn:
+        r = (
+            conn.execute(sa.select(readers).where(readers.c.username == username))
+            .mappings()
+            .first()
+        )
+        # the audit log's name for this attempt: a text that names no account (perhaps a
+        # password typed into the wrong field) is logged as its keyed hash only
+        actor = username if r is not None else unknown_name(conn, username)
         wait_s = _throttle_wait_s(conn, actor, max_failures, window_s)
     if wait_s > 0:
         with write_tx(engine) as conn:
@@ -415,12 +462,6 @@ def login(
                 detail=f"{max_failures} failed logins within {window_s:.0f} s",
             )
         raise LoginThrottled(username, wait_s)
-    with read_tx(engine) as conn:
-        r = (
-            conn.execute(sa.select(readers).where(readers.c.username == username))
-            .mappings()
-            .first()
-        )
     ok = verify_password(password, r["password_hash"] if r is not None else _dummy_hash())
     if r is None or not ok or not r["active"]:
         with write_tx(engine) as conn:

@@ -10,6 +10,11 @@
     lesionq reader enable  --db URL --username U
     lesionq reader password --db URL --username U [--password-file F]
     lesionq reader list    --db URL
+    lesionq audit verify   --db URL
+
+``lesionq audit verify`` recomputes the audit log's hash chain
+(:mod:`lesionq.store.auditchain`): exit 0 on an intact log (it prints the row
+count and the head hash, worth keeping elsewhere), 1 naming the first bad row.
 
 A password is read from ``--password-file`` (first line) or prompted twice
 (:func:`getpass.getpass`); it is never taken from the command line. ``--db`` may
@@ -32,11 +37,11 @@ __all__ = ["add_review_parsers", "run_review_command", "COMMANDS"]
 LOGGER = logging.getLogger(__name__)
 
 #: Sub-commands this module adds.
-COMMANDS: tuple[str, ...] = ("review", "reader")
+COMMANDS: tuple[str, ...] = ("review", "reader", "audit")
 
 
 def add_review_parsers(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    """Add the ``review`` and ``reader`` sub-commands to ``lesionq``'s sub-parsers."""
+    """Add the ``review``, ``reader`` and ``audit`` sub-commands to ``lesionq``'s sub-parsers."""
     from .auth import DEFAULT_SESSION_TTL_S, ROLES
 
     rev = subparsers.add_parser("review", help="serve the radiologists' review web app")
@@ -77,6 +82,15 @@ def add_review_parsers(subparsers: argparse._SubParsersAction) -> None:  # type:
         type=Path,
         help="file whose first line is the password (add, password); default: prompt",
     )
+
+    au = subparsers.add_parser(
+        "audit",
+        help="check the audit log's hash chain",
+        description="verify: recompute the hash chain of the audit log. Exit 0 on an intact "
+        "log, 1 naming the first inserted, changed or removed row.",
+    )
+    au.add_argument("action", choices=("verify",))
+    au.add_argument("--db", required=True, help="results database URL or SQLite file")
 
 
 def _db_url(text: str) -> str:
@@ -154,6 +168,25 @@ def _reader_command(args: argparse.Namespace) -> int:
         db.close()
 
 
+def _audit_command(args: argparse.Namespace) -> int:
+    from ..store import ResultsDB
+    from ..store.auditchain import verify_chain
+
+    db = ResultsDB.open(_db_url(args.db))
+    try:
+        with db.engine.connect() as conn:
+            report = verify_chain(conn)
+            conn.rollback()
+    finally:
+        db.close()
+    if not report.ok:
+        where = f"row {report.bad_id}" if report.bad_id is not None else "the end of the log"
+        print(f"lesionq audit verify: FAILED at {where}: {report.problem}")
+        return 1
+    print(f"lesionq audit verify: OK, {report.n_rows} rows, head {report.head}")
+    return 0
+
+
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -190,4 +223,6 @@ def run_review_command(args: argparse.Namespace) -> int:
         return _serve(args)
     if args.command == "reader":
         return _reader_command(args)
+    if args.command == "audit":
+        return _audit_command(args)
     raise ConfigError(f"run_review_command: unknown command {args.command!r}")

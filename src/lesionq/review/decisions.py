@@ -30,6 +30,11 @@ Rules
   the sum of their ``volume_mm3`` (rounded to 0.001 mm3). Before a visit is
   final they are missing. New / enlarging counts are not reviewed (they stay
   automatic: they count change components, not the visit's lesions).
+* Final means final: once final, a visit accepts no more decisions, submissions
+  or adjudications (HTTP 409). An *amendment* by an adjudicator who did not read
+  the visit, or an administrator, replaces one lesion's final decision, with a
+  mandatory reason; the visit's review ``version`` is 1 when it first becomes
+  final and goes up by one per amendment (:func:`lesionq.review.state.amend`).
 
 Examples
 --------

@@ -34,6 +34,8 @@ __all__ = [
     "VolumeCache",
     "slice_sources",
     "canonical_slice_of",
+    "VIEWER_VOLUMES",
+    "viewer_volumes",
 ]
 
 LOGGER = logging.getLogger(__name__)
@@ -65,6 +67,19 @@ OVERLAYS: dict[str, Overlay] = {
     "none": Overlay("flair_preproc", None, None),
 }
 _FIGURE_MEDIA = {"png": "image/png", "svg": "image/svg+xml"}
+
+#: Volumes the NiiVue viewer may fetch (``GET /visits/{id}/volume/{name}.nii.gz``): the
+#: name in the URL -> output key of ``OUTPUTS``. Nothing else is ever served.
+VIEWER_VOLUMES: dict[str, str] = {
+    "flair": "flair_preproc",
+    "t1": "t1_coreg",
+    "t1gd": "t1ce_coreg",
+    "t2_labels": "t2_labels",
+    "gd_labels": "gd_labels",
+    "bh_labels": "bh_labels",
+    "newenlarging_labels": "newenlarging_labels",
+    "previous_flair": "previous_flair",
+}
 
 
 def _labels(participant_id: str, session_id: str | None) -> tuple[str, str | None]:
@@ -122,6 +137,20 @@ def slice_sources(
     bg = inside(out_root, output_path(out_root, sub, ses, bg_key))
     lab = None if lab_key is None else inside(out_root, output_path(out_root, sub, ses, lab_key))
     return bg, lab
+
+
+def viewer_volumes(out_root: Path, participant_id: str, session_id: str | None) -> dict[str, Path]:
+    """The visit's viewer volumes that exist (name of :data:`VIEWER_VOLUMES` -> path).
+
+    Only gzipped NIfTI files inside ``out_root`` are listed.
+    """
+    sub, ses = _labels(participant_id, session_id)
+    found: dict[str, Path] = {}
+    for name, key in VIEWER_VOLUMES.items():
+        p = inside(out_root, output_path(out_root, sub, ses, key))
+        if p is not None and p.name.endswith(".nii.gz"):
+            found[name] = p
+    return found
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,9 @@ __all__ = [
     "visit_reviews",
     "study_lock",
     "review_settings",
+    "added_lesions",
+    "amendments",
+    "lesion_views",
     "REVIEW_TABLES",
     "APPEND_ONLY_TABLES",
 ]
@@ -134,7 +137,76 @@ review_settings = sa.Table(
     sa.CheckConstraint("readers_required IN (1, 2)", name="ck_review_settings_readers"),
 )
 
-#: The review tables created by migration ``0002_review``.
+#: Lesions a reader added (migration ``0006_added_lesions``; :mod:`lesionq.review.added`).
+added_lesions = sa.Table(
+    "added_lesions",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("visit_result_id", sa.Integer, sa.ForeignKey("visit_results.id"), nullable=False),
+    sa.Column("reader_id", sa.Integer, sa.ForeignKey("readers.id"), nullable=False),
+    sa.Column("label", sa.String(16), nullable=False),
+    sa.Column("seed_i", sa.Integer, nullable=False),
+    sa.Column("seed_j", sa.Integer, nullable=False),
+    sa.Column("seed_k", sa.Integer, nullable=False),
+    sa.Column("threshold", sa.Float, nullable=False),
+    sa.Column("mode", sa.String(16), nullable=False),
+    sa.Column("connectivity", sa.Integer, nullable=False),
+    sa.Column("n_voxels", sa.Integer, nullable=False),
+    sa.Column("volume_mm3", sa.Float, nullable=False),
+    sa.Column("centroid_x_mm", sa.Float, nullable=False),
+    sa.Column("centroid_y_mm", sa.Float, nullable=False),
+    sa.Column("centroid_z_mm", sa.Float, nullable=False),
+    sa.Column("location", sa.String(32), nullable=True),
+    sa.Column("bbox", sa.String(128), nullable=False),
+    sa.Column("mask", sa.LargeBinary, nullable=False),
+    sa.Column("comment", sa.Text, nullable=True),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.CheckConstraint("label IN ('T2', 'Gd')", name="ck_added_lesions_label"),
+    sa.CheckConstraint("n_voxels > 0", name="ck_added_lesions_voxels"),
+    sa.Index("ix_added_lesions_result", "visit_result_id", "reader_id"),
+)
+
+#: A change of a final visit's decision on one lesion (migration ``0005``): the new
+#: final decision, its mandatory reason and the review ``version`` it creates (2, 3, ...).
+amendments = sa.Table(
+    "amendments",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("visit_result_id", sa.Integer, sa.ForeignKey("visit_results.id"), nullable=False),
+    sa.Column("label", sa.String(16), nullable=False),
+    sa.Column("lesion_id", sa.Integer, nullable=False),
+    sa.Column("actor_id", sa.Integer, sa.ForeignKey("readers.id"), nullable=False),
+    sa.Column("decision", sa.String(16), nullable=False),
+    sa.Column("new_label", sa.String(64), nullable=True),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.CheckConstraint(
+        "decision IN ('accept', 'reject', 'relabel')", name="ck_amendments_decision"
+    ),
+    sa.CheckConstraint(
+        "(decision = 'relabel') = (new_label IS NOT NULL)", name="ck_amendments_new_label"
+    ),
+    sa.CheckConstraint("version >= 2", name="ck_amendments_version"),
+    sa.UniqueConstraint("visit_result_id", "version", name="uq_amendments_version"),
+)
+
+#: The first time a reader opened a lesion of a visit result (migration ``0005``).
+lesion_views = sa.Table(
+    "lesion_views",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("visit_result_id", sa.Integer, sa.ForeignKey("visit_results.id"), nullable=False),
+    sa.Column("reader_id", sa.Integer, sa.ForeignKey("readers.id"), nullable=False),
+    sa.Column("label", sa.String(16), nullable=False),
+    sa.Column("lesion_id", sa.Integer, nullable=False),
+    sa.Column("viewed_at", UTCDateTime, nullable=False),
+    sa.UniqueConstraint(
+        "visit_result_id", "reader_id", "label", "lesion_id", name="uq_lesion_views_first"
+    ),
+)
+
+#: The review tables created by migrations ``0002_review`` and later.
 REVIEW_TABLES: tuple[str, ...] = (
     "readers",
     "reader_sessions",
@@ -143,6 +215,9 @@ REVIEW_TABLES: tuple[str, ...] = (
     "visit_reviews",
     "study_lock",
     "review_settings",
+    "added_lesions",
+    "amendments",
+    "lesion_views",
 )
 #: Review tables whose rows the database refuses to UPDATE or DELETE.
 APPEND_ONLY_TABLES: tuple[str, ...] = (
@@ -151,4 +226,7 @@ APPEND_ONLY_TABLES: tuple[str, ...] = (
     "adjudications",
     "study_lock",
     "review_settings",
+    "added_lesions",
+    "amendments",
+    "lesion_views",
 )

@@ -12,7 +12,7 @@ import json
 import logging
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -22,6 +22,7 @@ import sqlalchemy as sa
 from ..errors import LesionQError
 from ..store import ResultsDB
 from ..store.models import Lesion, Subject, Visit, VisitResult
+from .added import AddedLesion, count_with_added, load_added, resolve_added
 from .auth import Reader
 from .dbutil import audit, inserted_id, now, read_tx, write_tx
 from .decisions import (
@@ -32,15 +33,25 @@ from .decisions import (
     LesionKey,
     VisitOutcome,
     check_decision,
-    count_lesions,
     resolve_visit,
     review_sort_key,
 )
-from .models import adjudications, lesion_decisions, readers, review_settings, study_lock
+from .models import (
+    adjudications,
+    amendments,
+    lesion_decisions,
+    lesion_views,
+    readers,
+    review_settings,
+    study_lock,
+)
 from .models import visit_reviews as visit_reviews_t
 
 __all__ = [
     "ReviewRefused",
+    "VisitFinal",
+    "MAX_COMMENT_CHARS",
+    "Amendment",
     "LesionRow",
     "VisitInfo",
     "DecisionRow",
@@ -50,8 +61,11 @@ __all__ = [
     "load_states",
     "load_state",
     "record_decision",
+    "reader_writable_state",
     "submit_visit",
     "adjudicate",
+    "amend",
+    "record_view",
     "lock_state",
     "set_lock",
     "stored_readers_required",
@@ -72,7 +86,10 @@ REVIEWED_COLUMNS: tuple[str, ...] = (
     "t2_volume_reviewed_mm3",
     "gd_count_reviewed",
     "gd_volume_reviewed_mm3",
+    "review_version",
 )
+#: Longest accepted comment or amendment reason (characters); longer ones are refused.
+MAX_COMMENT_CHARS = 2000
 _AUTO_COLUMNS: tuple[str, ...] = (
     "t2_count",
     "t2_volume_mm3",
@@ -89,6 +106,34 @@ class ReviewRefused(LesionQError):
     def __init__(self, status_code: int, message: str) -> None:
         super().__init__(message)
         self.status_code = int(status_code)
+
+
+class VisitFinal(ReviewRefused):
+    """A decision, submission or adjudication on a visit whose review is final (HTTP 409).
+
+    A final visit changes only through an amendment (:func:`amend`).
+    """
+
+    def __init__(self, title: str, version: int | None) -> None:
+        super().__init__(
+            409,
+            f"{title} is final (review version {version}): it is locked; changing it takes "
+            "an amendment with a reason, by an adjudicator or an administrator",
+        )
+
+
+@dataclass(frozen=True)
+class Amendment:
+    """A change of a final visit's decision on one lesion, creating review ``version``."""
+
+    id: int
+    key: LesionKey
+    actor_id: int
+    username: str
+    decision: Decision
+    reason: str
+    version: int
+    created_at: datetime
 
 
 @dataclass(frozen=True)
@@ -193,6 +238,28 @@ class ReviewState:
     adjudications: Mapping[LesionKey, DecisionRow]
     outcome: VisitOutcome
     readers_required: int = field(default=DEFAULT_READERS_REQUIRED)
+    #: Lesions readers added (:mod:`lesionq.review.added`), every reader's, by id.
+    added: tuple[AddedLesion, ...] = ()
+    #: Agreed duplicate added lesion -> the added lesion it counts as.
+    added_merged: Mapping[LesionKey, LesionKey] = field(default_factory=dict)
+    #: Amendments of the final review, oldest first (already applied to ``outcome.final``).
+    amendments: tuple[Amendment, ...] = ()
+    #: The lesions each reader (by id) has opened at least once.
+    views: Mapping[int, frozenset[LesionKey]] = field(default_factory=dict)
+
+    @property
+    def version(self) -> int | None:
+        """Review version of a final visit (1, then 2, 3, ... per amendment); None before."""
+        return 1 + len(self.amendments) if self.outcome.status == "final" else None
+
+    def unviewed(self, reader_id: int) -> tuple[LesionKey, ...]:
+        """The visit's lesions (review order) the reader has never opened."""
+        seen = self.views.get(reader_id, frozenset())
+        return tuple(les.key for les in self.visit.lesions if les.key not in seen)
+
+    def added_by(self, reader_id: int) -> tuple[AddedLesion, ...]:
+        """The lesions ``reader_id`` added."""
+        return tuple(a for a in self.added if a.reader_id == reader_id)
 
     def own(self, reader_id: int) -> dict[LesionKey, Decision]:
         """A reader's current decisions."""
@@ -204,7 +271,7 @@ class ReviewState:
 
     def provisional(self, reader_id: int) -> dict[str, int | float]:
         """The reader's counts: untouched lesions accepted."""
-        return count_lesions(self.visit.volumes, self.own(reader_id))
+        return count_with_added(self.visit.volumes, self.own(reader_id), self.added_by(reader_id))
 
     @property
     def reviewed(self) -> dict[str, Any]:
@@ -214,7 +281,7 @@ class ReviewState:
         """
         out: dict[str, Any] = {"review_status": self.outcome.status}
         counts = (
-            count_lesions(self.visit.volumes, self.outcome.final, default=None)
+            count_with_added(self.visit.volumes, self.outcome.final, self.added, default=None)
             if self.outcome.status == "final"
             else None
         )
@@ -224,6 +291,7 @@ class ReviewState:
             v = None if counts is None or auto_missing else counts[f"{prefix}_volume_mm3"]
             out[f"{prefix}_count_reviewed"] = c
             out[f"{prefix}_volume_reviewed_mm3"] = v
+        out["review_version"] = self.version
         return out
 
 
@@ -350,6 +418,38 @@ def load_states(
                 },
             )
         )
+    added = load_added(conn, ids)
+    amended: dict[int, list[Amendment]] = {}
+    mq = (
+        sa.select(amendments, readers.c.username)
+        .join(readers, readers.c.id == amendments.c.actor_id)
+        .where(in_results(amendments.c.visit_result_id))
+        .order_by(amendments.c.version)
+    )
+    for r in conn.execute(mq).mappings():
+        amended.setdefault(int(r["visit_result_id"]), []).append(
+            Amendment(
+                id=int(r["id"]),
+                key=LesionKey(r["label"], int(r["lesion_id"])),
+                actor_id=int(r["actor_id"]),
+                username=r["username"],
+                decision=Decision(r["decision"], r["new_label"]),
+                reason=r["reason"],
+                version=int(r["version"]),
+                created_at=r["created_at"],
+            )
+        )
+    views: dict[int, dict[int, set[LesionKey]]] = {}
+    vq = sa.select(
+        lesion_views.c.visit_result_id,
+        lesion_views.c.reader_id,
+        lesion_views.c.label,
+        lesion_views.c.lesion_id,
+    ).where(in_results(lesion_views.c.visit_result_id))
+    for r in conn.execute(vq).mappings():
+        views.setdefault(int(r["visit_result_id"]), {}).setdefault(int(r["reader_id"]), set()).add(
+            LesionKey(r["label"], int(r["lesion_id"]))
+        )
     out = []
     for v in visits:
         rid = int(v["result_id"])
@@ -373,8 +473,29 @@ def load_states(
             submitted_maps,
             {k: d.decision for k, d in adj.items()},
             readers_required=readers_required,
-            started=bool(dec),
+            started=bool(dec) or bool(added.get(rid)),
         )
+        extra = resolve_added(
+            added.get(rid, ()),
+            [s.reader_id for s in sub],
+            {k: d.decision for k, d in adj.items()},
+            readers_required=readers_required,
+        )
+        if extra.disagreements or extra.final:
+            pending = outcome.pending + extra.pending
+            outcome = VisitOutcome(
+                status="in_review" if pending else outcome.status,
+                stage="awaiting_adjudication" if pending else outcome.stage,
+                final={**outcome.final, **extra.final},
+                disagreements=outcome.disagreements + extra.disagreements,
+                pending=pending,
+                n_submitted=outcome.n_submitted,
+            )
+        amends = tuple(amended.get(rid, ())) if outcome.status == "final" else ()
+        if amends:  # the newest amendment of a lesion is its final decision
+            outcome = replace(
+                outcome, final={**outcome.final, **{a.key: a.decision for a in amends}}
+            )
         out.append(
             ReviewState(
                 visit=info,
@@ -383,6 +504,10 @@ def load_states(
                 adjudications=adj,
                 outcome=outcome,
                 readers_required=readers_required,
+                added=tuple(added.get(rid, ())),
+                added_merged=extra.merged,
+                amendments=amends,
+                views={k: frozenset(v) for k, v in views.get(rid, {}).items()},
             )
         )
     return out
@@ -463,14 +588,33 @@ def _lock_result_row(conn: sa.Connection, result_id: int) -> None:
 
 
 def _writable_state(
-    conn: sa.Connection, visit_id: int, result_id: int, readers_required: int
+    conn: sa.Connection,
+    visit_id: int,
+    result_id: int,
+    readers_required: int,
+    *,
+    amending: bool = False,
 ) -> ReviewState:
+    """The visit's state if its current result ``result_id`` may be written to.
+
+    Every decision, submission and adjudication goes through here: a final visit
+    raises :class:`VisitFinal` (409), unless ``amending`` (then it must be final).
+    """
     if lock_state(conn)["locked"]:
         raise ReviewRefused(403, "the study is locked: no more decisions are accepted")
     state = load_state(conn, visit_id, readers_required)
     if state is None:
         raise ReviewRefused(404, f"no visit {visit_id}")
     if state.visit.result_id != int(result_id):
+        owner = conn.execute(
+            sa.select(VisitResult.visit_id).where(VisitResult.id == int(result_id))
+        ).scalar()
+        if owner is None or int(owner) != int(visit_id):
+            raise ReviewRefused(
+                400,
+                f"result {result_id} is not a result of {state.visit.title} (its current "
+                f"result is {state.visit.result_id})",
+            )
         raise ReviewRefused(
             409,
             f"{state.visit.title} was recomputed (result {result_id} is no longer current): "
@@ -478,6 +622,11 @@ def _writable_state(
         )
     if state.visit.result_status != "ok":
         raise ReviewRefused(409, f"{state.visit.title}: the processing failed; nothing to review")
+    final = state.outcome.status == "final"
+    if final and not amending:
+        raise VisitFinal(state.visit.title, state.version)
+    if amending and not final:
+        raise ReviewRefused(409, f"{state.visit.title} is not final: nothing to amend")
     return state
 
 
@@ -502,12 +651,28 @@ def _final_audit(
     )
 
 
-def _clean_comment(comment: str | None) -> str | None:
-    """A reader's free-text comment: stripped, at most 2000 characters, None when empty."""
-    return (comment or "").strip()[:2000] or None
+def _clean_comment(comment: str | None, what: str = "comment") -> str | None:
+    """A free-text comment or reason, stripped; None when empty.
+
+    Raises
+    ------
+    ReviewRefused
+        400 when longer than :data:`MAX_COMMENT_CHARS` (refused, never cut).
+    """
+    text = (comment or "").strip()
+    if len(text) > MAX_COMMENT_CHARS:
+        raise ReviewRefused(
+            400,
+            f"the {what} has {len(text)} characters; at most {MAX_COMMENT_CHARS} are accepted: "
+            "shorten it",
+        )
+    return text or None
 
 
-def _check_lesion(state: ReviewState, key: LesionKey) -> None:
+def _check_lesion(state: ReviewState, key: LesionKey, *, added: bool = False) -> None:
+    """404 unless ``key`` is a lesion of the visit (or, with ``added``, an added lesion)."""
+    if added and any(a.key == key for a in state.added):
+        return
     if key not in state.visit.volumes:
         raise ReviewRefused(404, f"{state.visit.title} has no {key.label} lesion {key.lesion_id}")
 
@@ -605,6 +770,28 @@ def record_decision(
     return row
 
 
+def reader_writable_state(
+    conn: sa.Connection, reader: Reader, visit_id: int, result_id: int, readers_required: int
+) -> ReviewState:
+    """The visit's state when ``reader`` may still change their reading (add a lesion).
+
+    Raises
+    ------
+    ReviewRefused
+        As :func:`record_decision`, and 409 when the visit is final.
+    """
+    if not reader.can_read:
+        raise ReviewRefused(403, f"role {reader.role!r} does not read visits")
+    state = _writable_state(conn, visit_id, result_id, readers_required)
+    if state.outcome.status == "final":
+        raise ReviewRefused(409, f"{state.visit.title} is final: it takes an amendment")
+    if state.submitted_by(reader.id) is not None:
+        raise ReviewRefused(409, f"you submitted {state.visit.title} already")
+    if len(state.submissions) >= readers_required:
+        raise ReviewRefused(409, f"{state.visit.title} has its {readers_required} readers")
+    return state
+
+
 def submit_visit(
     engine: sa.Engine, reader: Reader, visit_id: int, result_id: int, *, readers_required: int
 ) -> Submission:
@@ -668,6 +855,8 @@ def submit_visit(
                     f"{k.label}:{k.lesion_id}": d.decision.choice for k, d in sorted(own.items())
                 },
                 "accepted_by_default": [f"{k.label}:{k.lesion_id}" for k in defaults],
+                "added": [a.name for a in state.added_by(reader.id)],
+                "not_viewed": [f"{k.label}:{k.lesion_id}" for k in state.unviewed(reader.id)],
             },
             detail=f"{state.visit.title} result {state.visit.result_id}",
         )
@@ -704,7 +893,7 @@ def adjudicate(
         state = _writable_state(conn, visit_id, result_id, readers_required)
         if any(s.reader_id == reader.id for s in state.submissions):
             raise ReviewRefused(403, f"you read {state.visit.title}: another adjudicator decides")
-        _check_lesion(state, key)
+        _check_lesion(state, key, added=True)
         if state.outcome.n_submitted < readers_required:
             raise ReviewRefused(409, f"{state.visit.title}: the readers have not all submitted")
         if key not in state.outcome.disagreements:
@@ -737,6 +926,149 @@ def adjudicate(
         )
         _final_audit(conn, state, reader.username, readers_required)
     return row
+
+
+def amend(
+    engine: sa.Engine,
+    actor: Reader,
+    visit_id: int,
+    result_id: int,
+    key: LesionKey,
+    decision: Decision,
+    reason: str | None,
+    *,
+    readers_required: int,
+) -> Amendment | None:
+    """Change a final visit's decision on one lesion: a new review version (audited).
+
+    The visit stays final; its reviewed counts use the amended decision from now
+    on, and :attr:`ReviewState.version` (exported as ``review_version``) goes up
+    by one. The audit row ``amendment.recorded`` holds the reason, the decision
+    and reviewed counts before and after, and both versions.
+
+    Parameters
+    ----------
+    engine : sqlalchemy.Engine
+    actor : Reader
+        An adjudicator who did not read the visit, or an administrator.
+    visit_id, result_id : int
+        The visit and its current result.
+    key : LesionKey
+    decision : Decision
+    reason : str
+        Mandatory (non-empty, at most :data:`MAX_COMMENT_CHARS` characters).
+    readers_required : {1, 2}
+
+    Returns
+    -------
+    Amendment or None
+        None when ``decision`` is already the lesion's final decision (nothing
+        recorded).
+
+    Raises
+    ------
+    ReviewRefused
+        400: no reason, or too long; 403: locked study, a role other than
+        adjudicator / admin, or an adjudicator who read the visit; 404: no such
+        visit / lesion; 409: the visit is not final, or was recomputed.
+    """
+    if not (actor.can_adjudicate or actor.is_admin):
+        raise ReviewRefused(403, "only adjudicators and administrators amend a final review")
+    decision = check_decision(key.label, decision.decision, decision.new_label)
+    text = _clean_comment(reason, "reason")
+    if text is None:
+        raise ReviewRefused(400, "an amendment needs a reason")
+    with write_tx(engine) as conn:
+        _lock_result_row(conn, result_id)
+        state = _writable_state(conn, visit_id, result_id, readers_required, amending=True)
+        if any(s.reader_id == actor.id for s in state.submissions):
+            raise ReviewRefused(403, f"you read {state.visit.title}: another adjudicator amends")
+        _check_lesion(state, key, added=True)
+        old = state.outcome.final.get(key)
+        if old == decision:
+            return None
+        version = int(state.version or 1) + 1
+        t = now()
+        new_id = inserted_id(
+            conn.execute(
+                sa.insert(amendments).values(
+                    visit_result_id=state.visit.result_id,
+                    label=key.label,
+                    lesion_id=key.lesion_id,
+                    actor_id=actor.id,
+                    decision=decision.decision,
+                    new_label=decision.new_label,
+                    reason=text,
+                    version=version,
+                    created_at=t,
+                )
+            )
+        )
+        after = load_state(conn, visit_id, readers_required)
+        audit(
+            conn,
+            actor=actor.username,
+            action="amendment.recorded",
+            entity="amendments",
+            entity_id=new_id,
+            before={
+                "version": state.version,
+                "decision": None if old is None else old.choice,
+                "reviewed": state.reviewed,
+            },
+            after={
+                "version": version,
+                "decision": decision.choice,
+                "reason": text,
+                "reviewed": None if after is None else after.reviewed,
+            },
+            detail=f"{state.visit.title} result {state.visit.result_id}: {key.label} lesion "
+            f"{key.lesion_id}, review version {version}",
+        )
+    return Amendment(
+        id=new_id,
+        key=key,
+        actor_id=actor.id,
+        username=actor.username,
+        decision=decision,
+        reason=text,
+        version=version,
+        created_at=t,
+    )
+
+
+def record_view(
+    engine: sa.Engine, reader: Reader, visit_id: int, key: LesionKey, *, readers_required: int
+) -> bool:
+    """Record that ``reader`` opened a lesion of the visit's current result; True the first time.
+
+    Only the first view per reader, result and lesion is stored (``lesion_views``);
+    accounts that do not read (administrators) are not recorded (False).
+
+    Raises
+    ------
+    ReviewRefused
+        404: no such visit or lesion.
+    """
+    if not reader.can_read:
+        return False
+    with write_tx(engine) as conn:
+        state = load_state(conn, visit_id, readers_required)
+        if state is None:
+            raise ReviewRefused(404, f"no visit {visit_id}")
+        _check_lesion(state, key, added=True)
+        if key in state.views.get(reader.id, frozenset()):
+            return False
+        conn.execute(
+            sa.insert(lesion_views).values(
+                visit_result_id=state.visit.result_id,
+                reader_id=reader.id,
+                label=key.label,
+                lesion_id=key.lesion_id,
+                viewed_at=now(),
+            )
+        )
+    return True
 
 
 def set_lock(engine: sa.Engine, admin: Reader, locked: bool, reason: str | None) -> None:
@@ -778,7 +1110,8 @@ def reviewed_counts(db: ResultsDB, *, readers_required: int | None = None) -> pd
         ``participant_id``, ``session_id``, ``review_status`` (``not_started`` |
         ``in_review`` | ``final``), ``t2_count_reviewed`` (Int64),
         ``t2_volume_reviewed_mm3`` (float64), ``gd_count_reviewed`` (Int64),
-        ``gd_volume_reviewed_mm3`` (float64); counts missing until ``final``,
+        ``gd_volume_reviewed_mm3`` (float64), ``review_version`` (Int64: 1 when
+        final, +1 per amendment); counts and version missing until ``final``,
         sorted as ``visits.tsv``.
     """
     with read_tx(db.engine) as conn:
@@ -789,7 +1122,7 @@ def reviewed_counts(db: ResultsDB, *, readers_required: int | None = None) -> pd
         for s in states
     ]
     df = pd.DataFrame(rows, columns=["participant_id", "session_id", *REVIEWED_COLUMNS])
-    for c in ("t2_count_reviewed", "gd_count_reviewed"):
+    for c in ("t2_count_reviewed", "gd_count_reviewed", "review_version"):
         df[c] = df[c].astype("Int64")
     for c in ("t2_volume_reviewed_mm3", "gd_volume_reviewed_mm3"):
         df[c] = df[c].astype("float64")

@@ -35,6 +35,7 @@ import sqlalchemy as sa
 
 from ..errors import ConfigError, InputError
 from ..io.tables import LONGITUDINAL_VISIT_COLUMNS, VISIT_COLUMNS, VISIT_DTYPES
+from .auditchain import append_row, current_client
 from .engine import (
     BUSY_TIMEOUT_S,
     DEFAULT_SQLITE_NAME,
@@ -177,24 +178,29 @@ def audit_row(
     before: Any = None,
     after: Any = None,
     detail: str | None = None,
-) -> None:
-    """Append one row to ``audit_log`` inside the caller's transaction.
+    client: str | None = None,
+) -> int:
+    """Append one row to ``audit_log`` inside the caller's transaction; its id.
 
     The change and its audit row then commit or fail together (the review app
     writes its decisions this way). ``before`` / ``after`` are made
-    JSON-serialisable (numpy scalars, NA, datetimes).
+    JSON-serialisable (numpy scalars, NA, datetimes). The row joins the hash
+    chain (:func:`lesionq.store.auditchain.append_row`). ``client``: the client
+    address (default: the one set by :func:`lesionq.store.auditchain.audit_client`).
     """
-    conn.execute(
-        sa.insert(AuditEntry).values(
-            at=datetime.now(UTC),
-            actor=str(actor),
-            action=str(action),
-            entity=str(entity),
-            entity_id=None if entity_id is None else str(entity_id),
-            before=jsonable(before) if before is not None else None,
-            after=jsonable(after) if after is not None else None,
-            detail=detail,
-        )
+    return append_row(
+        conn,
+        {
+            "at": datetime.now(UTC),
+            "actor": str(actor),
+            "action": str(action),
+            "entity": str(entity),
+            "entity_id": None if entity_id is None else str(entity_id),
+            "before": jsonable(before) if before is not None else None,
+            "after": jsonable(after) if after is not None else None,
+            "detail": detail,
+            "client": client if client is not None else current_client(),
+        },
     )
 
 

@@ -31,6 +31,7 @@ __all__ = [
     "Endpoint",
     "LedgerEntry",
     "AuditEntry",
+    "AuditState",
     "RESULT_COUNT_COLUMNS",
     "RUN_STATUSES",
     "RESULT_STATUSES",
@@ -307,7 +308,12 @@ class LedgerEntry(Base):
 
 
 class AuditEntry(Base):
-    """Append-only audit log (database triggers refuse UPDATE and DELETE)."""
+    """Append-only audit log (database triggers refuse UPDATE and DELETE).
+
+    Every row carries the sha256 of the previous row (``prev_hash``) and its own
+    (``row_hash``): see :mod:`lesionq.store.auditchain`. ``client`` is the client
+    address of the web request that wrote it (NULL for the command line and runs).
+    """
 
     __tablename__ = "audit_log"
     __table_args__ = (sa.Index("ix_audit_log_action_actor_at", "action", "actor", "at"),)
@@ -320,3 +326,22 @@ class AuditEntry(Base):
     before: Mapped[Any] = mapped_column(sa.JSON(none_as_null=True), nullable=True)
     after: Mapped[Any] = mapped_column(sa.JSON(none_as_null=True), nullable=True)
     detail: Mapped[str | None] = mapped_column(sa.Text)
+    client: Mapped[str | None] = mapped_column(sa.String(64))
+    prev_hash: Mapped[str | None] = mapped_column(sa.String(64))
+    row_hash: Mapped[str | None] = mapped_column(sa.String(64))
+
+
+class AuditState(Base):
+    """Head of the audit hash chain (one row, ``id = 1``; see :mod:`lesionq.store.auditchain`).
+
+    Every append locks it, so appends are serialised and the chain cannot fork.
+    ``name_key`` keys the hash under which an unknown login username is logged.
+    """
+
+    __tablename__ = "audit_state"
+    __table_args__ = (sa.CheckConstraint("id = 1", name="ck_audit_state_one_row"),)
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    last_id: Mapped[int | None] = mapped_column(sa.Integer)
+    last_hash: Mapped[str] = mapped_column(sa.String(64))
+    n_rows: Mapped[int] = mapped_column(sa.Integer)
+    name_key: Mapped[str] = mapped_column(sa.String(64))
