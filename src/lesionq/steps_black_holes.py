@@ -34,6 +34,8 @@ __all__ = [
     "BH_SET_BY_STEP",
     "BlackHoleResult",
     "check_black_holes_section",
+    "persistent_min_days",
+    "BH_LONGITUDINAL_KEYS",
     "segment_black_hole_volumes",
 ]
 
@@ -112,8 +114,40 @@ class BlackHoleResult:
     seconds: float = 0.0
 
 
+#: Keys of the ``[black_holes]`` section read by the subject's longitudinal step, not by
+#: ``segment_black_holes``: ``persistent_min_days`` (days, an earlier visit at least this long
+#: before makes a black hole persistent; see :func:`persistent_min_days`).
+BH_LONGITUDINAL_KEYS: tuple[str, ...] = ("persistent_min_days",)
+
+
+def persistent_min_days(section: Mapping[str, Any]) -> int:
+    """``[black_holes] persistent_min_days``: days between the visits of a persistent black hole.
+
+    Parameters
+    ----------
+    section : mapping
+        The protocol's ``[black_holes]`` section.
+
+    Returns
+    -------
+    int
+        Days (>= 1); 182 (6 months) when the key is absent.
+
+    Raises
+    ------
+    lesionq.errors.ConfigError
+        Not an integer >= 1.
+    """
+    value = section.get("persistent_min_days", 182)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"[black_holes] persistent_min_days must be an int >= 1, got {value!r}")
+    return int(value)
+
+
 def check_black_holes_section(section: Mapping[str, Any]) -> dict[str, Any]:
     """Keyword arguments of ``segment_black_holes`` from the ``[black_holes]`` section.
+
+    The longitudinal keys (:data:`BH_LONGITUDINAL_KEYS`) are checked and left out.
 
     Raises
     ------
@@ -123,7 +157,10 @@ def check_black_holes_section(section: Mapping[str, Any]) -> dict[str, Any]:
     """
     params = inspect.signature(segment_black_holes).parameters
     out: dict[str, Any] = {}
+    persistent_min_days(section)
     for key, value in dict(section).items():
+        if key in BH_LONGITUDINAL_KEYS:
+            continue
         if key in BH_SET_BY_STEP:
             raise ConfigError(
                 f"[black_holes] {key} is set by the black-hole step itself (images, geometry, the "

@@ -7,6 +7,7 @@ import pytest
 
 from lesionq.core.black_holes import BH_DEFAULTS, segment_black_holes
 from lesionq.errors import GeometryError, InputError, ProcessingError
+from lesionq.steps_black_holes import BH_LONGITUDINAL_KEYS
 
 WM, GM, CSF = 100.0, 60.0, 20.0  # T1 levels: grey matter at c = 0.5, CSF at c = 1
 SHAPE = (48, 40, 40)
@@ -215,7 +216,9 @@ def test_defaults_match_the_function_and_the_protocols(repo_root) -> None:
     assert {k: params[k].default for k in BH_DEFAULTS} == dict(BH_DEFAULTS)
     for name in ("mesems_v1", "mesems_testing"):
         section = tomllib.loads((repo_root / "pipelines" / f"{name}.toml").read_text())
+        longitudinal = {k: section["black_holes"].pop(k) for k in BH_LONGITUDINAL_KEYS}
         assert section["black_holes"] == dict(BH_DEFAULTS), name
+        assert longitudinal == {"persistent_min_days": 182}, name
 
 
 @pytest.mark.parametrize(

@@ -44,6 +44,7 @@ from ..io.derivatives import (
 )
 from ..io.nifti import atomic_path, load_array, save_image
 from ..io.tables import LESION_LONGITUDINAL_COLUMNS, TRACK_TABLE_COLUMNS, read_tsv, write_tsv
+from ..steps_black_holes import persistent_min_days
 from ..steps_longitudinal import CHANGE_TABLE_COLUMNS, track_visits
 from ..types import Volume
 from .visit import _collect_outputs, failure_reason, nipype_config
@@ -331,6 +332,58 @@ def _pick(values: pd.Series) -> str | None:
     return min(present, key=lambda s: _PRIORITY.index(s) if s in _PRIORITY else len(_PRIORITY))
 
 
+def _persistent_black_holes(
+    out: Path,
+    ordered: Sequence[VisitInputs],
+    outs: Mapping[str, Any],
+    min_days: int,
+) -> dict[str, float | None]:
+    """``bh_volume_persistent_mm3`` of each visit (session label -> mm3, None = n/a).
+
+    A visit's black holes are persistent when they overlap a black hole of an
+    earlier visit acquired at least ``min_days`` before
+    (:func:`lesionq.core.black_holes.persistent_black_holes`); the earlier masks
+    come onto the visit's grid through the subject's registrations (nearest
+    neighbour). n/a: the visit has no black-hole result or no date, or no earlier
+    registered visit with a black-hole result is old enough.
+    """
+    from ..core.black_holes import persistent_black_holes
+    from ..registration.rigid import load_transform, resample_to
+    from ..steps_longitudinal import transform_between
+
+    subject = ordered[0].subject
+    usable: dict[str, Any] = {}  # session -> (date, reference->visit transform or None)
+    for index, v in enumerate(ordered):
+        ses = str(v.session)
+        if index and str(outs.get(f"registration_status_{ses}")) != STATUS_OK:
+            continue
+        if not output_path(out, subject, v.session, "bh_labels").is_file():
+            continue
+        tx = load_transform(outs[f"xfm_{ses}"]) if index else None
+        usable[ses] = (v.acq_datetime, tx)
+    result: dict[str, float | None] = {str(v.session): None for v in ordered}
+    for ses, (when, tx) in usable.items():
+        if when is None:
+            continue
+        earlier = [
+            s for s, (w, _) in usable.items() if w is not None and (when - w).days >= min_days
+        ]
+        if not earlier:
+            continue
+        labels, aff = load_array(output_path(out, subject, ses, "bh_labels"), dtype=np.int32)
+        prior = np.zeros(labels.shape, bool)
+        for s in earlier:
+            mask, m_aff = load_array(output_path(out, subject, s, "bh_mask"), dtype=np.uint8)
+            # this visit's points -> the earlier visit's points, through the reference
+            between = transform_between(tx, usable[s][1])
+            prior |= (
+                resample_to(mask, m_aff, labels.shape, aff, between, interpolation="nearest") > 0
+            )
+        vs = Volume(labels, aff, "bh_labels").voxel_size_mm
+        result[ses] = round(persistent_black_holes(labels, prior, vs)[1], 3)
+    return result
+
+
 def run_subject_longitudinal(
     visits: Sequence[VisitInputs],
     out_dir: str | os.PathLike[str],
@@ -456,6 +509,11 @@ def run_subject_longitudinal(
         staged.append((visit, files, extra, prov))
         rows[visit.session] = row
 
+    persistent = _persistent_black_holes(
+        out, ordered, outs, persistent_min_days(settings.section("black_holes"))
+    )
+    for visit in ordered:
+        rows[visit.session]["bh_volume_persistent_mm3"] = persistent[str(visit.session)]
     tracks_table = _track_rows(track_input)
     tracks_stage = write_tsv(tracks_table, work / "publish" / "tracks.tsv")
     # everything is computed and staged: publish visit by visit (each one atomic)

@@ -282,7 +282,7 @@ def run_visit_workflow(
         "gd_inputs": str(outs["gd_inputs"]) if has_gd else None,
         "bh_count": int(outs["bh_count"]) if has_bh else None,
         "bh_volume_mm3": round(float(outs["bh_volume_mm3"]), 3) if has_bh else None,
-        # persistent black holes need earlier visits on this grid: not computed (n/a)
+        # persistent black holes need the earlier visits: set by the longitudinal step
         "bh_volume_persistent_mm3": None,
         "t2_count": int(outs["t2_count"]),
         "t2_volume_mm3": round(float(outs["t2_volume_mm3"]), 3),
@@ -329,7 +329,11 @@ def _bh_sidecar(outs: dict[str, Any], settings: Settings) -> dict[str, Any]:
             "Gd+ voxels excluded"
         ),
         "ExcludedEnhancing_mm3": levels.get("excluded_enhancing_mm3"),
-        "PersistentBlackHoles": "not computed (bh_volume_persistent_mm3 is n/a)",
+        "PersistentBlackHoles": (
+            "bh_volume_persistent_mm3 of visits.tsv, set by the subject's longitudinal step: "
+            f"black holes also black holes at a visit >= {bh.get('persistent_min_days', 182)} "
+            "days earlier"
+        ),
     }
 
 

@@ -101,6 +101,7 @@ __all__ = [
     "BlackHole",
     "BlackHoleSegmentation",
     "segment_black_holes",
+    "persistent_black_holes",
     "BH_DEFAULTS",
 ]
 
@@ -583,3 +584,58 @@ def segment_black_holes(
         excluded_enhancing_mm3=float(voxels_to_mm3(excluded_vox, vs)),
         seconds=secs,
     )
+
+
+def persistent_black_holes(
+    labels: np.ndarray, earlier: np.ndarray, voxel_size_mm: Sequence[float]
+) -> tuple[tuple[int, ...], float]:
+    """Black holes of this visit that were already black holes at an earlier visit.
+
+    A black hole is *persistent* when it is hypointense at this visit and at a
+    visit at least months earlier (the earlier visits are chosen by the caller,
+    ``[black_holes] persistent_min_days``; Sahraian et al., Acta Neurol Scand
+    2010). Lesion-wise: a black hole of this visit counts, with its whole
+    volume at this visit, when any of its voxels lies in the earlier visit's
+    black-hole mask brought onto this grid.
+
+    Parameters
+    ----------
+    labels : ndarray of int, shape (X, Y, Z)
+        This visit's black-hole labels (0 = background), e.g. the
+        ``labels`` of :func:`segment_black_holes`.
+    earlier : ndarray of bool, shape (X, Y, Z)
+        Union of the earlier visits' black-hole masks on this visit's grid
+        (nearest-neighbour resampling through the visit-to-visit registration).
+    voxel_size_mm : sequence of 3 float
+        Voxel edge lengths of this grid in mm along array axes 0, 1, 2.
+
+    Returns
+    -------
+    (tuple of int, float)
+        The persistent black holes' label values (increasing) and their total
+        volume at this visit in mm3 (0.0 when none).
+
+    Raises
+    ------
+    lesionq.errors.InputError
+        The two arrays differ in shape.
+
+    Examples
+    --------
+    >>> lab = np.zeros((4, 4, 4), np.int32); lab[0, 0, :2] = 1; lab[3, 3, :3] = 2
+    >>> before = np.zeros((4, 4, 4), bool); before[3, 3, 2] = True
+    >>> persistent_black_holes(lab, before, (1.0, 1.0, 2.0))
+    ((2,), 6.0)
+    """
+    lab = np.asarray(labels)
+    prior = np.asarray(earlier, dtype=bool)
+    if lab.shape != prior.shape:
+        raise InputError(
+            f"persistent_black_holes: labels {lab.shape} and earlier mask {prior.shape} differ"
+        )
+    vs = _check_voxel_size(voxel_size_mm)
+    ids = np.unique(lab[prior & (lab > 0)])
+    if ids.size == 0:
+        return (), 0.0
+    n_vox = int(np.isin(lab, ids).sum())
+    return tuple(int(i) for i in ids), float(voxels_to_mm3(n_vox, vs))

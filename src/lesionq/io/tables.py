@@ -70,6 +70,7 @@ LONGITUDINAL_VISIT_COLUMNS: tuple[str, ...] = (
     "reference_session_id",
     "longitudinal_status",
     "cua_count",
+    "bh_volume_persistent_mm3",
 )
 
 #: Column dtypes of ``visits.tsv`` (nullable, so failed visits keep integer counts).
