@@ -219,6 +219,9 @@ def test_added_lesion_counts_blinded_and_adjudicated(clients, env_sqlite) -> Non
     # final: no more added lesions for anyone; the export has the count
     c3 = clients()
     login(c3, "admin")
+    # the amendment page offers the added lesion too (with its final decision)
+    amend = c3.get(f"/visits/{vid}/amend").text
+    assert 'id="lesion-A-1"' in amend and 'name="lesion" value="A:1"' in amend
     row = visits_table(env.db).set_index("participant_id").loc["sub-01"]
     assert int(row["t2_count_reviewed"]) == 4 and int(row["t2_count"]) == 3
     # OUT/added_lesions.tsv, rewritten with visits.tsv
@@ -283,7 +286,7 @@ def test_added_lesion_rules() -> None:
     assert set(out.final) == {LesionKey("A", 2), LesionKey("A", 3)} and not out.pending
 
 
-def test_overlapping_added_lesions_agree_and_final_refuses_more(env_sqlite) -> None:  # noqa: ANN001
+def test_overlapping_added_lesions_agree_and_final_refuses_more(clients, env_sqlite) -> None:  # noqa: ANN001
     from lesionq.review.added import add_lesion, grow_on_visit
     from lesionq.review.images import VolumeCache
 
@@ -308,6 +311,10 @@ def test_overlapping_added_lesions_agree_and_final_refuses_more(env_sqlite) -> N
         LesionKey("A", 2): LesionKey("A", 1)
     }
     assert st.reviewed["t2_count_reviewed"] == 4  # counted once
+    adj = clients()
+    login(adj, "adj")
+    amend = adj.get(f"/visits/{vid}/amend").text  # the duplicate is amended through A1
+    assert 'value="A:1"' in amend and 'id="lesion-A-2"' not in amend
     admin_reader = auth.get_reader(eng, "reader1")
     with pytest.raises(rs.ReviewRefused) as exc:
         add_lesion(eng, admin_reader, check_for(admin_reader), g, location=None, comment=None, **kw)

@@ -6,7 +6,12 @@ onto a lesion the software missed (Shift+arrows), grows it (``g``), saves it
 next visit of their queue (``q``); reader2 reads with ``n``/``a``/``r``; the
 adjudicator decides the two disagreements (one of them the added lesion) with
 ``n``/``r``/``a``. The final counts include the added lesion, on the page, in
-:func:`reviewed_counts` and in ``visits.tsv``. NiiVue renders with WebGL2
+:func:`reviewed_counts` and in ``visits.tsv``. Then the visit is locked: the
+adjudicator's still-open page saves another decision by keyboard and is refused
+(HTTP 409, shown in the viewer's status line); the adjudicator amends the added
+lesion on the amendment page with a reason, which makes review version 2 with the
+changed count (page, :func:`reviewed_counts`, ``visits.tsv``), audited with that
+reason, and ``lesionq audit verify`` exits 0. NiiVue renders with WebGL2
 (SwiftShader in headless Chromium); no request leaves 127.0.0.1; no page error.
 Screenshots go to ``tmp_path`` and, with ``LESIONQ_TEST_ARTIFACTS``, there.
 """
@@ -20,6 +25,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from review_helpers import PASSWORDS, ReviewEnv, add_missed_lesion, build
 
@@ -61,8 +67,17 @@ def served(tmp_path: Path, chromium) -> Iterator[tuple[str, ReviewEnv]]:  # noqa
 
 def _real_failures(failed: list[str]) -> list[str]:
     """Failed requests, less NiiVue's own cancels: it stops reading a volume's response
-    once it has the bytes it needs (``net::ERR_ABORTED`` on a ``/volume/`` URL)."""
-    return [f for f in failed if not ("/volume/" in f and f.endswith("net::ERR_ABORTED"))]
+    once it has the bytes it needs (``net::ERR_ABORTED`` on a ``/volume/`` URL, or on the
+    ``/grow.nii.gz`` preview of a region grown from a seed)."""
+    return [
+        f
+        for f in failed
+        if not (("/volume/" in f or "/grow.nii.gz?" in f) and f.endswith("net::ERR_ABORTED"))
+    ]
+
+
+#: Chromium's console line for the one refused (409) save the locked-read flow provokes.
+REFUSED_409 = "error: Failed to load resource: the server responded with a status of 409 (Conflict)"
 
 
 def test_viewer_loads_offline_with_webgl(
@@ -122,9 +137,16 @@ def test_keyboard_reading_with_an_added_lesion(
     chromium,
     page_watcher,
     keep_artifacts,
+    capsys,
     tmp_path: Path,  # noqa: ANN001
 ) -> None:
+    """The whole flow of issue 17 in Chromium: two readers and an adjudicator read by
+    keyboard, one lesion added; the final counts include it. Then final means final:
+    the adjudicator's keyboard save is refused (409, shown on the page); an amendment
+    through the amendment page, with a reason, makes review version 2 with the changed
+    count, is audited with its reason, and ``lesionq audit verify`` passes."""
     from lesionq.batch.tables import visits_table
+    from lesionq.cli.main import main as cli_main
     from lesionq.review import reviewed_counts
 
     base, env = served
@@ -269,18 +291,104 @@ def test_keyboard_reading_with_an_added_lesion(
         assert page.text_content("#review-status") == "final"
         assert page.text_content("#reviewed-t2-count") == "2"
         shot(page, "05_final")
+        # the final counts include the added lesion (before any amendment)
+        counts = reviewed_counts(env.db).set_index("participant_id")
+        assert counts.loc["sub-01", "t2_count_reviewed"] == 2
+        assert counts.loc["sub-01", "t2_volume_reviewed_mm3"] == pytest.approx(16.0 + 16.0)
+        assert counts.loc["sub-01", "review_version"] == 1
+        row = visits_table(env.db).set_index("participant_id").loc["sub-01"]
+        assert int(row["t2_count_reviewed"]) == 2
+
+        # ------------------------------------------------------ final means final
+        # this page was loaded before the visit was final, so it still offers decisions:
+        # the keyboard save (JSON) of another decision is refused with 409, shown on the page
+        with page.expect_response(
+            lambda r: r.url == f"{base}/api/adjudicate/{vid}" and r.request.method == "POST"
+        ) as refusal:
+            key(page, "r")  # A:1 reject
+        assert refusal.value.status == 409
+        assert "is final" in refusal.value.json()["error"]
+        page.wait_for_function(
+            "() => document.getElementById('nv-status').textContent.startsWith('not saved:')"
+        )
+        status_text = page.text_content("#nv-status")
+        assert "is final" in status_text and "amendment" in status_text, status_text
+        assert page.evaluate("() => window.lesionqViewer.errors") == [
+            status_text.removeprefix("not saved: ")
+        ]
+        assert page.text_content("#lesion-A-1 .adjudicated") == "accept"  # unchanged
+        assert page.text_content("#reviewed-t2-count") == "2"
+        shot(page, "06_refused_409")
         page.goto(f"{base}/adjudicate/{vid}")
         assert re.search(r"accept", page.text_content("#lesion-A-1 .adjudicated"))
+        assert page.is_visible("#final-note")
+        assert page.locator("form.adjudicate").count() == 0  # no decision offered any more
+
+        # the adjudicator amends the added lesion through the amendment page, with a reason
+        with page.expect_navigation():
+            page.click("#amend-link")
+        assert page.url == f"{base}/visits/{vid}/amend"
+        assert page.text_content("#review-version") == "1"
+        assert page.text_content("#lesion-A-1 .final") == "accept"
+        form = page.locator("#lesion-A-1 form.amend")
+        form.locator("select[name=choice]").select_option("reject")
+        assert not form.evaluate("f => f.checkValidity()")  # no reason: the browser refuses
+        reason = "on re-reading: a vessel in cross-section, not a lesion"
+        form.locator("input[name=reason]").fill(reason)
+        shot(page, "07_amend_page")
+        with page.expect_navigation():
+            form.locator("button[type=submit]").click()
+        assert page.url == f"{base}/visits/{vid}/amend?msg=amended"
+        assert page.text_content("#review-version") == "2"
+        assert page.text_content("#lesion-A-1 .final") == "reject"
+        assert page.text_content("#reviewed-t2-count") == "1"
+        amended = page.locator("#amendments tr.amendment")
+        assert amended.count() == 1
+        assert reason in amended.text_content() and "adj" in amended.text_content()
+        shot(page, "08_amended")
+        page.goto(f"{base}/adjudicate/{vid}")
+        assert "review version 2" in page.text_content("#final-note")
         ctx.close()
 
+    # the amendment: a new version with the changed count, in the read model and exports
     counts = reviewed_counts(env.db).set_index("participant_id")
-    assert counts.loc["sub-01", "t2_count_reviewed"] == 2
-    assert counts.loc["sub-01", "t2_volume_reviewed_mm3"] == pytest.approx(16.0 + 16.0)
+    assert counts.loc["sub-01", "review_status"] == "final"
+    assert counts.loc["sub-01", "review_version"] == 2
+    assert counts.loc["sub-01", "t2_count_reviewed"] == 1
+    assert counts.loc["sub-01", "t2_volume_reviewed_mm3"] == pytest.approx(16.0)
     row = visits_table(env.db).set_index("participant_id").loc["sub-01"]
-    assert int(row["t2_count_reviewed"]) == 2
-    assert outside == [], outside
+    assert (int(row["t2_count_reviewed"]), int(row["review_version"])) == (1, 2)
+    exported = pd.read_csv(env.out / "visits.tsv", sep="\t").set_index("participant_id")
+    assert int(exported.loc["sub-01", "review_version"]) == 2  # OUT/visits.tsv rewritten
+    assert int(exported.loc["sub-01", "t2_count_reviewed"]) == 1
+    # the audit log: the amendment with its reason, the refused save (409, client address)
+    log = env.db.audit_log()
+    amendment = log[log["action"] == "amendment.recorded"]
+    assert len(amendment) == 1
+    entry = amendment.iloc[0]
+    assert entry["actor"] == "adj" and entry["client"] == "127.0.0.1"
+    assert entry["after"]["reason"] == reason
+    assert (entry["before"]["version"], entry["after"]["version"]) == (1, 2)
+    assert (entry["before"]["decision"], entry["after"]["decision"]) == ("accept", "reject")
+    assert entry["before"]["reviewed"]["t2_count_reviewed"] == 2
+    assert entry["after"]["reviewed"]["t2_count_reviewed"] == 1
+    refused = [
+        (r["actor"], r["client"], r["after"]["status"], r["after"]["path"])
+        for _, r in log[log["action"] == "request.refused"].iterrows()
+    ]
+    assert ("adj", "127.0.0.1", 409, f"/api/adjudicate/{vid}") in refused, refused
+    # the hash chain holds, through the command line
+    capsys.readouterr()
+    assert cli_main(["audit", "verify", "--db", env.url]) == 0
+    assert "lesionq audit verify: OK" in capsys.readouterr().out
+
+    assert outside == [], outside  # no request left 127.0.0.1
     for messages, failed in watched:
         assert _real_failures(failed) == [], failed
-        assert not [m for m in messages if m.startswith(("error", "pageerror"))], messages
+        errors = [m for m in messages if m.startswith(("error", "pageerror"))]
+        if REFUSED_409 in errors:  # the adjudicator's page: the one refused save, no other
+            errors.remove(REFUSED_409)
+        assert errors == [], messages
+    assert sum(m == REFUSED_409 for messages, _ in watched for m in messages) == 1
     keep_artifacts(*sorted(shots.glob("*.png")), folder="review_viewer")
-    assert len(list(shots.glob("*.png"))) == 5
+    assert len(list(shots.glob("*.png"))) == 8
