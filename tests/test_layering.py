@@ -58,13 +58,11 @@ Rules
    ``lesionq._version`` (the version string) is a leaf every layer may import.
 4. ``batch`` does not import ``review``: the reviewed counts that
    ``batch/tables.py`` and ``batch/status.py`` merge into ``visits.tsv``, the
-   endpoints and ``lesionq status`` should come from ``store`` (issue 16: "the
-   reviewed-count queries move into ``store/``"). Not yet met: until the review
-   read model (``review.models`` / ``decisions`` / ``state.load_states``) moves
-   into ``store``, :data:`BATCH_READS_REVIEW` is a documented exception to rule 3
-   and :func:`test_batch_does_not_import_review` is a strict ``xfail``. The module
-   graph has no cycle through it (rule 2): nothing ``review.state`` imports
-   reaches ``batch``.
+   endpoints and ``lesionq status`` come from the review read model in ``store``
+   (``lesionq.store.reviewed``, with the review tables and rules it applies:
+   ``store.review_tables``, ``store.review_rules``, ``store.review_added``; issue
+   16: "the reviewed-count queries move into ``store/``"), which the review app
+   re-exports (:func:`test_batch_does_not_import_review`).
 
 Running this file directly prints the cycles and the upward edges found::
 
@@ -153,10 +151,6 @@ MAY_IMPORT: dict[str, set[str]] = {
 
 #: The batch modules the review app may import (it rewrites the tables after a review).
 REVIEW_ENTRY_POINTS = frozenset({"lesionq.batch.tables"})
-
-#: Temporary exception to the layers (rule 4): the review modules batch reads the
-#: reviewed counts from (and the package whose ``__init__`` that runs).
-BATCH_READS_REVIEW = frozenset({"lesionq.review.state", "lesionq.review"})
 
 
 @dataclass(frozen=True)
@@ -381,11 +375,11 @@ def upward_edges(edges: Iterable[Edge]) -> list[Edge]:
     Returns
     -------
     list of Edge
-        Not counting :data:`LAZY_IMPORTS` and the exception :data:`BATCH_READS_REVIEW`.
+        Not counting :data:`LAZY_IMPORTS`.
     """
     bad = []
     for e in edges:
-        if (e.source, e.target) in LAZY_IMPORTS or _allowed_for_now(e):
+        if (e.source, e.target) in LAZY_IMPORTS:
             continue
         src, dst = layer_of(e.source), layer_of(e.target)
         if src == dst:
@@ -396,10 +390,6 @@ def upward_edges(edges: Iterable[Edge]) -> list[Edge]:
             if e.target not in REVIEW_ENTRY_POINTS:
                 bad.append(e)
     return bad
-
-
-def _allowed_for_now(e: Edge) -> bool:
-    return layer_of(e.source) == "batch" and e.target in BATCH_READS_REVIEW
 
 
 @pytest.fixture(scope="module")
@@ -501,16 +491,14 @@ def test_the_rules_catch_an_upward_import():
     assert upward_edges([Edge("lesionq.store.db", "lesionq.review.state", 1, "module")])
     assert upward_edges([Edge("lesionq.review.app", "lesionq.batch.runner", 1, "module")])
     assert upward_edges([Edge("lesionq.batch.tables", "lesionq.review.app", 1, "function")])
+    assert upward_edges([Edge("lesionq.batch.status", "lesionq.review.state", 1, "module")])
+    assert not upward_edges([Edge("lesionq.batch.status", "lesionq.store.reviewed", 1, "module")])
     assert not upward_edges([Edge("lesionq.review.app", "lesionq.batch.tables", 1, "module")])
     assert not upward_edges([Edge("lesionq.batch.runner", "lesionq.store.db", 1, "module")])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 16: batch/tables.py and batch/status.py still read the reviewed counts "
-    "from lesionq.review.state; they move into lesionq.store with the review read model",
-)
 def test_batch_does_not_import_review(edges):
+    """Rule 4: batch reads the reviewed counts from ``lesionq.store.reviewed``."""
     bad = [
         str(e) for e in edges if layer_of(e.source) == "batch" and layer_of(e.target) == "review"
     ]

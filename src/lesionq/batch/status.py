@@ -15,8 +15,8 @@ from typing import Any
 
 import pandas as pd
 
-from ..review.state import reviewed_counts
 from ..store import ResultsDB
+from ..store.reviewed import reviewed_counts
 
 __all__ = ["DatasetStatus", "dataset_status", "format_status"]
 

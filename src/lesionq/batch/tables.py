@@ -2,7 +2,9 @@
 
 The results database (:mod:`lesionq.store`) holds the automatic per-visit
 results; the review app (:mod:`lesionq.review`) records the radiologists'
-decisions in the same database. This module joins the two:
+decisions in the same database, and the review read model
+(:mod:`lesionq.store.reviewed`) reads their reviewed counts back. This module
+joins the two:
 
 * :func:`visits_table`: the current ``visits.tsv`` rows with the reviewed
   columns (``review_status``, ``t2_count_reviewed``, ``t2_volume_reviewed_mm3``,
@@ -30,10 +32,10 @@ from ..io.derivatives import VISITS_TSV
 from ..io.endpoints import compute_endpoints, with_reviewed_counts, write_endpoints
 from ..io.tables import write_tsv
 from ..qc.overview import index_path, refresh_index
-from ..review.state import merge_reviewed_counts, reviewed_counts
 from ..store import ResultsDB
 from ..store.export import table_frame, write_frame
 from ..store.models import Run
+from ..store.reviewed import merge_reviewed_counts, reviewed_counts
 from .locks import tables_lock
 
 __all__ = ["visits_table", "endpoints_table", "latest_settings", "export", "refresh_tables"]

@@ -1,9 +1,11 @@
 """The radiologists' review web app (``lesionq review``) and its rules.
 
 * :mod:`lesionq.review.decisions`: the pure rules (final decision per lesion,
-  review status, reviewed counts);
-* :mod:`lesionq.review.state`: reading / writing the review in the results
-  database, :func:`reviewed_counts` for ``visits.tsv`` and the endpoints export;
+  review status, reviewed counts), re-exported from :mod:`lesionq.store.review_rules`;
+* :mod:`lesionq.review.state`: writing the review in the results database; the
+  read side, :func:`reviewed_counts` for ``visits.tsv``, the endpoints export and
+  ``lesionq status`` included, is the review read model :mod:`lesionq.store.reviewed`
+  (re-exported here and there), so that the batch layer need not import the app;
 * :mod:`lesionq.review.auth`: reader accounts, password hashing, sessions;
 * :mod:`lesionq.review.app`: :func:`create_app`, the FastAPI app;
 * :mod:`lesionq.review.cli`: the ``lesionq review`` and ``lesionq reader`` commands.
@@ -16,8 +18,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..store.reviewed import REVIEWED_COLUMNS, merge_reviewed_counts, reviewed_counts
 from .decisions import DECISIONS, RELABELS, REVIEW_STATUSES, Decision, LesionKey
-from .state import REVIEWED_COLUMNS, merge_reviewed_counts, reviewed_counts
 
 __all__ = [
     "create_app",

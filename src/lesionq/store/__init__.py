@@ -6,6 +6,13 @@ ledger, and an append-only audit log. The schema is managed by Alembic
 migrations shipped in :mod:`lesionq.store.migrations` and applied by
 :meth:`ResultsDB.open`.
 
+The radiologists' review is stored in the same database: its tables
+(:mod:`lesionq.store.review_tables`) are written by the review app
+(:mod:`lesionq.review`) and read back by the review read model
+(:mod:`lesionq.store.reviewed`: review states and reviewed counts, with the rules of
+:mod:`lesionq.store.review_rules` and :mod:`lesionq.store.review_added`), which the
+batch layer uses for ``visits.tsv``, the endpoints and ``lesionq status``.
+
 Examples
 --------
 >>> import tempfile
