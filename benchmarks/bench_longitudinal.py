@@ -120,9 +120,10 @@ PAIRS = ("lo01", "lo12")
 #: Rule sets of the leave-one-pair-out choice: each is a set of [change] overrides;
 #: the set that scores best on one pair (F1, then |count error|) is reported on the other.
 RULE_SETS: dict[str, dict] = {
-    "0.1.0 rules (growth >= 45 % / 25 %, evidence 2.0 / 1.5)": {
+    "growth >= 0.45 / 0.25, evidence >= 2 / 1.5 (0.1.0's growth and evidence rules), scope all": {
         "enlarge_small_fraction": 0.45, "enlarge_large_fraction": 0.25,
-        "new_min_evidence": 2.0, "enlarge_min_evidence": 1.5,
+        "new_min_evidence": 2.0, "enlarge_min_evidence": 1.5, "candidate_scope": "all",
+        "new_min_wm_prior": 0.4,
     },
     **{
         f"growth >= {f:g} / {f / 2:g}, evidence >= {e:g}, scope {sc}": {
