@@ -9,7 +9,12 @@ T2 lesion 1 only and no Gd+ inputs. A QC picture exists for sub-01 only.
 
 from __future__ import annotations
 
+import contextlib
 import re
+import socket
+import threading
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -221,3 +226,35 @@ def add_missed_lesion(out: Path, sub: str = "01") -> tuple[float, float, float]:
     centre = [(s.start + s.stop - 1) / 2 for s in MISSED]
     x, y, z = nib.affines.apply_affine(AFFINE, centre)
     return float(x), float(y), float(z)
+
+
+@contextlib.contextmanager
+def serve(env: ReviewEnv) -> Iterator[str]:
+    """The review app of ``env`` served by uvicorn on 127.0.0.1:<free port>; yields its URL.
+
+    The server stops and the environment's database closes on exit.
+    """
+    import uvicorn
+
+    from lesionq.review import create_app
+
+    app = create_app(env.url, env.out, readers_required=2)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = int(s.getsockname()[1])
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("uvicorn did not start")
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        env.db.close()

@@ -10,20 +10,11 @@ Skipped when ``/usr/bin/chromium`` is missing, unless ``LESIONQ_REQUIRE_BROWSER=
 
 from __future__ import annotations
 
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from review_helpers import PASSWORDS, ReviewEnv, build
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from review_helpers import PASSWORDS, ReviewEnv, build, serve
 
 
 @pytest.fixture
@@ -32,29 +23,9 @@ def served(tmp_path: Path, chromium) -> Iterator[tuple[str, ReviewEnv]]:  # noqa
 
     Depends on ``chromium`` so that a missing browser skips before the server starts.
     """
-    import uvicorn
-
-    from lesionq.review import create_app
-
     env = build(f"sqlite:///{tmp_path / 'lesionq.sqlite'}", tmp_path / "out")
-    app = create_app(env.url, env.out, readers_required=2)
-    port = _free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("uvicorn did not start")
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}", env
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        env.db.close()
+    with serve(env) as url:
+        yield url, env
 
 
 def _viewer_diagnostic(text: str) -> bool:

@@ -19,50 +19,21 @@ Screenshots go to ``tmp_path`` and, with ``LESIONQ_TEST_ARTIFACTS``, there.
 from __future__ import annotations
 
 import re
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
 import pytest
-from review_helpers import PASSWORDS, ReviewEnv, add_missed_lesion, build
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from review_helpers import PASSWORDS, ReviewEnv, add_missed_lesion, build, serve
 
 
 @pytest.fixture
 def served(tmp_path: Path, chromium) -> Iterator[tuple[str, ReviewEnv]]:  # noqa: ANN001
     """The review app on the synthetic study plus a missed lesion, on 127.0.0.1."""
-    import uvicorn
-
-    from lesionq.review import create_app
-
     env = build(f"sqlite:///{tmp_path / 'lesionq.sqlite'}", tmp_path / "out")
     add_missed_lesion(env.out)
-    app = create_app(env.url, env.out, readers_required=2)
-    port = _free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("uvicorn did not start")
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}", env
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        env.db.close()
+    with serve(env) as url:
+        yield url, env
 
 
 def _real_failures(failed: list[str]) -> list[str]:
