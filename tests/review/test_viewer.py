@@ -10,7 +10,6 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
-import time
 from pathlib import Path
 
 import nibabel as nib
@@ -79,14 +78,12 @@ def test_visit_page_loads_the_viewer_under_the_csp(clients, env_sqlite) -> None:
     assert "/out/" not in page and str(env_sqlite.out) not in page  # ids, never paths
 
 
-def test_volumes_by_name_only_and_fast(clients, env_sqlite) -> None:  # noqa: ANN001
+def test_volumes_by_name_only(clients, env_sqlite) -> None:  # noqa: ANN001
     c = clients()
     login(c, "reader1")
     vid = env_sqlite.visit_ids["sub-01"]
     expect = output_path(env_sqlite.out, "01", "01", "flair_preproc").read_bytes()
-    t0 = time.perf_counter()
-    r = c.get(f"/visits/{vid}/volume/flair.nii.gz")
-    assert time.perf_counter() - t0 < 0.3
+    r = c.get(f"/visits/{vid}/volume/flair.nii.gz")  # timings: benchmarks/bench_review.py
     assert r.status_code == 200 and r.content == expect
     for name in ("t2_labels", "gd_labels", "t1gd", "previous_flair", "newenlarging_labels"):
         assert c.get(f"/visits/{vid}/volume/{name}.nii.gz").status_code == 200, name
@@ -135,9 +132,7 @@ def test_grow_preview_and_mask_volume(clients, env_sqlite) -> None:  # noqa: ANN
     c = clients()
     login(c, "reader1")
     vid = env.visit_ids["sub-01"]
-    t0 = time.perf_counter()
     r = _grow(c, vid, xyz, threshold=3)
-    assert time.perf_counter() - t0 < 0.3
     assert r.status_code == 200, r.text
     g = r.json()
     assert g["n_voxels"] == 8 and g["volume_mm3"] == pytest.approx(16.0)
