@@ -8,8 +8,13 @@ import pytest
 
 from lesionq.store import review_added, review_rules, review_tables, reviewed
 
+#: The added-lesion table of the read model, re-exported by ``review.added_export``
+#: (``OUT/added_lesions.tsv``) rather than ``review.state``.
+ADDED_TABLE = ("ADDED_COLUMNS", "added_status", "added_lesions_table")
+
 MOVED = {
-    "lesionq.review.state": (reviewed, reviewed.__all__),
+    "lesionq.review.state": (reviewed, [n for n in reviewed.__all__ if n not in ADDED_TABLE]),
+    "lesionq.review.added_export": (reviewed, ADDED_TABLE),
     "lesionq.review.decisions": (review_rules, review_rules.__all__),
     "lesionq.review.models": (review_tables, review_tables.__all__),
     "lesionq.review.added": (review_added, review_added.__all__),

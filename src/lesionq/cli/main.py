@@ -9,7 +9,8 @@ BIDS-app style::
     lesionq run UPLOAD_DIR OUT_DIR participant --dicom INGEST_DIR ...   (ingest, then run)
     lesionq check BIDS_DIR [--participant-label L ...]
     lesionq ingest UPLOAD_DIR BIDS_DIR [--subject-map TSV]
-    lesionq export --db URL DEST [--table endpoints|visits|lesions] [--format tsv|csv|parquet]
+    lesionq export --db URL DEST [--table endpoints|visits|lesions|...|added]
+                   [--format tsv|csv|parquet]
     lesionq review --db URL --out OUT_DIR [--host H] [--port P] [--readers-required 1|2]
     lesionq reader add|disable|enable|password|list --db URL [--username U] [--role R]
     lesionq audit verify --db URL      (the audit log's hash chain: exit 0 intact, 1 not)
@@ -238,10 +239,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     exp.add_argument(
         "--table",
-        choices=["endpoints", "visits", "lesions", "runs", "ledger", "audit"],  # EXPORT_TABLES
+        choices=[  # EXPORT_TABLES
+            "endpoints",
+            "visits",
+            "lesions",
+            "runs",
+            "ledger",
+            "audit",
+            "added",
+        ],
         default="endpoints",
         help="which table (default: the trial endpoint table); runs, ledger and audit are "
-        "the audit trail (every run, its per-visit outcomes, the audit log)",
+        "the audit trail (every run, its per-visit outcomes, the audit log); added: the "
+        "lesions readers added in the review, with their review status",
     )
     exp.add_argument(
         "--format",

@@ -16,14 +16,24 @@ from ..errors import InputError
 from ..io.nifti import atomic_path, atomic_write_text
 from ..io.tables import write_tsv
 from .db import ResultsDB
+from .reviewed import added_lesions_table
 
 __all__ = ["EXPORT_TABLES", "EXPORT_FORMATS", "export_table", "table_frame", "write_frame"]
 
 LOGGER = logging.getLogger(__name__)
 
 #: Tables that can be exported: the current results, then the audit trail (every run,
-#: the per-visit run ledger, the append-only audit log).
-EXPORT_TABLES: tuple[str, ...] = ("endpoints", "visits", "lesions", "runs", "ledger", "audit")
+#: the per-visit run ledger, the append-only audit log), then the lesions readers added
+#: in the review (with their review status, as ``OUT/added_lesions.tsv``).
+EXPORT_TABLES: tuple[str, ...] = (
+    "endpoints",
+    "visits",
+    "lesions",
+    "runs",
+    "ledger",
+    "audit",
+    "added",
+)
 #: Columns of the audit-trail tables that hold JSON objects (exported as JSON text).
 _JSON_COLUMNS: tuple[str, ...] = ("settings", "before", "after")
 #: Formats and the file suffixes that select them.
@@ -44,7 +54,10 @@ def table_frame(db: ResultsDB, table: str) -> pd.DataFrame:
     """A table of the database, as exported (one of :data:`EXPORT_TABLES`).
 
     ``endpoints``, ``visits``, ``lesions``: the current rows; ``runs``: every run;
-    ``ledger``: every run's per-visit outcomes; ``audit``: the audit log. JSON
+    ``ledger``: every run's per-visit outcomes; ``audit``: the audit log; ``added``:
+    the lesions readers added in the review, one row each with its review status
+    (:func:`lesionq.store.reviewed.added_lesions_table`, the rows of
+    ``OUT/added_lesions.tsv``). JSON
     columns (``settings``, ``before``, ``after``) become compact JSON text with
     sorted keys, so every format holds them the same way.
     """
@@ -55,6 +68,7 @@ def table_frame(db: ResultsDB, table: str) -> pd.DataFrame:
         "runs": db.runs_table,
         "ledger": db.ledger,
         "audit": db.audit_log,
+        "added": lambda: added_lesions_table(db),
     }
     if table not in frames:
         raise InputError(f"export: table must be one of {EXPORT_TABLES}, got {table!r}")
@@ -95,7 +109,7 @@ def export_table(
     db : ResultsDB
     dest : path-like
         Destination file (its folder is created when missing).
-    table : {'endpoints', 'visits', 'lesions', 'runs', 'ledger', 'audit'}
+    table : {'endpoints', 'visits', 'lesions', 'runs', 'ledger', 'audit', 'added'}
         See :func:`table_frame`.
     fmt : {'tsv', 'csv', 'parquet'}, optional
         Default: from the suffix of ``dest``. TSV writes ``n/a`` for missing

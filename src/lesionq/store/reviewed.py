@@ -13,7 +13,9 @@ review app itself see one and the same reviewed result:
   :class:`~lesionq.store.review_rules.VisitOutcome`;
 * :func:`reviewed_counts`: per visit, ``review_status``, the reviewed counts and
   volumes (missing until the review is final) and ``review_version``;
-* :func:`merge_reviewed_counts`: those columns joined onto a ``visits.tsv`` table.
+* :func:`merge_reviewed_counts`: those columns joined onto a ``visits.tsv`` table;
+* :func:`added_lesions_table`: every lesion a reader added, with its review status
+  (:func:`added_status`): ``OUT/added_lesions.tsv`` and ``lesionq export --table added``.
 
 Nothing here writes; :mod:`lesionq.review.state` (which re-exports these names)
 holds the writes.
@@ -68,6 +70,9 @@ __all__ = [
     "stored_readers_required",
     "reviewed_counts",
     "merge_reviewed_counts",
+    "ADDED_COLUMNS",
+    "added_status",
+    "added_lesions_table",
 ]
 
 #: ``readers_required`` when the database has no setting yet.
@@ -599,3 +604,99 @@ def merge_reviewed_counts(visits: pd.DataFrame, reviewed: pd.DataFrame) -> pd.Da
     ).drop(columns=["session_id"])
     out = left.merge(right, on=["participant_id", key], how="left", sort=False)
     return out.drop(columns=[key])
+
+
+# ----------------------------------------------------------------------------- added lesions
+
+#: Columns of :func:`added_lesions_table`.
+ADDED_COLUMNS: tuple[str, ...] = (
+    "participant_id",
+    "session_id",
+    "lesion",
+    "label",
+    "reader",
+    "status",
+    "volume_mm3",
+    "n_voxels",
+    "centroid_x_mm",
+    "centroid_y_mm",
+    "centroid_z_mm",
+    "location",
+    "seed_i",
+    "seed_j",
+    "seed_k",
+    "threshold",
+    "mode",
+    "connectivity",
+    "created_at",
+)
+
+
+def added_status(st: ReviewState, key: Any) -> str:
+    """Review status of an added lesion.
+
+    One of ``reading`` (its reader has not submitted), ``not_counted`` (its reader
+    is beyond the readers required), ``awaiting_adjudication``, ``counted``,
+    ``rejected`` (by the adjudicator) or ``merged`` (agreed with the other
+    reader's overlapping lesion, counted once as that one).
+    """
+    a = next(x for x in st.added if x.key == key)
+    used = [s.reader_id for s in st.submissions][: st.readers_required]
+    if st.submitted_by(a.reader_id) is None:
+        return "reading"
+    if a.reader_id not in used:
+        return "not_counted"
+    if key in st.added_merged:
+        return "merged"
+    if key in st.outcome.pending:
+        return "awaiting_adjudication"
+    d = st.outcome.final.get(key)
+    if d is None:
+        return "reading"
+    return "counted" if d.counted else "rejected"
+
+
+def added_lesions_table(db: ResultsDB, *, readers_required: int | None = None) -> pd.DataFrame:
+    """Every added lesion of the visits' current results (columns :data:`ADDED_COLUMNS`).
+
+    Parameters
+    ----------
+    db : ResultsDB
+    readers_required : {1, 2}, optional
+        Default: the rule stored by the review app (2 when never set).
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per added lesion, its status from :func:`added_status`.
+    """
+    with db.engine.connect() as conn, conn.begin():  # one consistent snapshot
+        n = readers_required or stored_readers_required(conn) or DEFAULT_READERS_REQUIRED
+        states = load_states(conn, n)
+    rows = []
+    for st in states:
+        for a in st.added:
+            rows.append(
+                {
+                    "participant_id": st.visit.participant_id,
+                    "session_id": st.visit.session_id,
+                    "lesion": a.name,
+                    "label": a.label,
+                    "reader": a.username,
+                    "status": added_status(st, a.key),
+                    "volume_mm3": a.volume_mm3,
+                    "n_voxels": a.n_voxels,
+                    "centroid_x_mm": round(a.centroid_mm[0], 3),
+                    "centroid_y_mm": round(a.centroid_mm[1], 3),
+                    "centroid_z_mm": round(a.centroid_mm[2], 3),
+                    "location": a.location,
+                    "seed_i": a.seed[0],
+                    "seed_j": a.seed[1],
+                    "seed_k": a.seed[2],
+                    "threshold": a.threshold,
+                    "mode": a.mode,
+                    "connectivity": a.connectivity,
+                    "created_at": a.created_at.isoformat() if a.created_at else None,
+                }
+            )
+    return pd.DataFrame(rows, columns=list(ADDED_COLUMNS))
