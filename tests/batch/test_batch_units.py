@@ -305,3 +305,48 @@ def test_resume_removes_the_scratch_folder_of_the_killed_run(tmp_path) -> None:
     assert other.is_dir()
     assert not (out / ".lesionq-work" / f"run-{summary.run_id}").exists()
     db.close()
+
+
+def test_a_subject_task_that_raises_leaves_its_visits_listed_as_failed(tmp_path, monkeypatch):
+    """A subject task that raises (a bug, a lost worker) fails its visits with the error as
+    reason, in the ledger and in visits.tsv, instead of leaving them out; a visit with an
+    earlier result keeps it."""
+    import sqlalchemy as sa
+
+    import lesionq.batch.subject as subject_mod
+    from lesionq.batch.runner import run_dataset
+    from lesionq.config import load_protocol
+    from lesionq.io.tables import read_tsv
+    from lesionq.store import ResultsDB
+
+    bids = REPO / "sample_data" / "bids"
+
+    def boom(job, db, send, t0):  # noqa: ANN001
+        raise RuntimeError(f"boom in sub-{job.subject}")
+
+    monkeypatch.setattr(subject_mod, "_process_locked", boom)
+    out = tmp_path / "out"
+    summary = run_dataset(bids, out, settings=load_protocol("mesems_testing"), n_procs=1)
+    assert not summary.all_ok
+    visits = read_tsv(out / "visits.tsv")
+    expected = {
+        (f"sub-{p.name[4:]}", s.name)
+        for p in bids.glob("sub-*")
+        if p.is_dir()
+        for s in p.glob("ses-*")
+    }
+    assert set(zip(visits["participant_id"], visits["session_id"], strict=True)) == expected
+    assert (visits["status"] == "failed").all()
+    for pid, reason in zip(visits["participant_id"], visits["reason"], strict=True):
+        assert reason == f"task failed: RuntimeError: boom in {pid}", reason
+    db = ResultsDB.open(f"sqlite:///{out / 'lesionq.sqlite'}")
+    ledger = db.ledger(summary.run_id)
+    assert len(ledger) == len(expected)
+    assert set(ledger["outcome"]) == {"failed"} and set(ledger["error_class"]) == {"RuntimeError"}
+    # a second crashing run adds ledger rows but no second failed result per visit
+    run_dataset(bids, out, settings=load_protocol("mesems_testing"), n_procs=1)
+    assert len(read_tsv(out / "visits.tsv")) == len(expected)
+    with db.engine.connect() as conn:
+        n_results = conn.execute(sa.text("SELECT count(*) FROM visit_results")).scalar_one()
+    assert n_results == len(expected)
+    db.close()

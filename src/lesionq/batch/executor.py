@@ -75,6 +75,10 @@ def default_workers(
     return max(1, min(cores, by_memory, n_subjects))
 
 
+#: Start of the ``reason`` of every visit of a subject whose task raised (:func:`_crashed`).
+TASK_FAILED = "task failed: "
+
+
 def _crashed(job: SubjectJob, exc: BaseException) -> SubjectOutcome:
     """Outcome of a subject whose task raised (worker lost, database down...)."""
     reason = f"{type(exc).__name__}: {exc}".splitlines()[0]
@@ -83,7 +87,11 @@ def _crashed(job: SubjectJob, exc: BaseException) -> SubjectOutcome:
             f"sub-{v.subject}",
             f"ses-{v.session}" if v.session is not None else None,
             "failed",
-            {"status": "failed", "reason": f"task failed: {reason}"},
+            {
+                "status": "failed",
+                "reason": f"{TASK_FAILED}{reason}",
+                "error_class": type(exc).__name__,
+            },
         )
         for v in job.visits
     )

@@ -37,10 +37,10 @@ from ..io.endpoints import write_endpoints
 from ..io.tables import read_tsv
 from ..steps import validate_settings
 from ..store import ResultsDB
-from .executor import run_jobs
+from .executor import TASK_FAILED, run_jobs
 from .locks import tables_lock
 from .longitudinal import longitudinal_problem, run_longitudinal
-from .subject import SubjectJob, write_visits_table
+from .subject import SubjectJob, SubjectOutcome, write_visits_table
 from .visit import run_visit
 
 __all__ = ["RunSummary", "run_dataset", "run_visit", "run_longitudinal"]
@@ -294,6 +294,7 @@ def run_dataset(
             on_event=forward,
             on_outcome=lines.subject_done,
         )
+        _record_crashed(db, run_id, outcomes)
         write_visits_table(out, db)
         if "schedule" in settings.sections:
             _write_endpoints(out, settings, progress, db=db, run_id=run_id)
@@ -323,6 +324,50 @@ def run_dataset(
     return RunSummary(
         out_dir=out, rows=rows, run_id=run_id, db_url=db.url_display, subjects=tuple(outcomes)
     )
+
+
+def _record_crashed(db: ResultsDB, run_id: int, outcomes: Sequence[SubjectOutcome]) -> None:
+    """Record the visits of subjects whose task raised, so that no visit goes missing.
+
+    A subject task that raised (worker lost, a bug, the database gone for a while)
+    may have recorded none, some or all of its visits. Each of its visits gets a
+    ``failed`` ledger row in this run unless the task wrote one, and a ``failed``
+    result (with the task's error as ``reason``) where the visit has no result at
+    all, so that ``visits.tsv`` lists it with the reason instead of leaving it out.
+    A visit with an earlier result keeps it (nothing finished is overwritten).
+    """
+    crashed = [
+        v
+        for o in outcomes
+        for v in o.visits
+        if str(v.row.get("reason") or "").startswith(TASK_FAILED)
+    ]
+    if not crashed:
+        return
+    ledger = db.ledger(run_id)
+    logged = {
+        (str(p), None if s is None or s != s else str(s))  # NaN -> None
+        for p, s in zip(ledger["participant_id"], ledger["session_id"], strict=True)
+    }
+    for v in crashed:
+        reason, error = str(v.row["reason"]), v.row.get("error_class")
+        if (v.participant_id, v.session_id) not in logged:
+            db.add_ledger(
+                run_id,
+                participant_id=v.participant_id,
+                session_id=v.session_id,
+                step="visit",
+                outcome="failed",
+                error_class=error,
+                message=reason,
+            )
+        if db.current_result(v.participant_id, v.session_id) is None:
+            row = {"participant_id": v.participant_id, "session_id": v.session_id,
+                   "status": "failed", "reason": reason, "lesionq_version": __version__}  # fmt: skip
+            db.record_visit(
+                run_id, row, inputs_sha256=None, scans=[], lesions=[], error_class=error,
+                started_at=None, finished_at=None,
+            )  # fmt: skip
 
 
 def _ledger_counts(db: ResultsDB, run_id: int) -> dict[str, int]:
