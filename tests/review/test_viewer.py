@@ -324,3 +324,47 @@ def test_static_niivue_is_package_data() -> None:
     data = tomllib.loads((repo / "pyproject.toml").read_text(encoding="utf-8"))
     globs = data["tool"]["setuptools"]["package-data"]["lesionq"]
     assert "review/static/niivue/*" in globs and "review/static/*" in globs
+
+
+def test_an_added_lesion_without_a_class_gets_the_pipelines_location(tmp_path) -> None:
+    """A region grown in the atlas's cortex is juxtacortical, one in the cerebellum
+    infratentorial (the packaged atlas, through an identity atlas transform); no
+    transform file: no class (the reader's choice stands)."""
+    import nibabel as nib
+    import numpy as np
+    import SimpleITK as sitk
+
+    from lesionq.core.location import CORTEX, INFRATENTORIAL
+    from lesionq.io.atlas import load_atlas
+    from lesionq.registration.rigid import save_transform
+    from lesionq.review.added import atlas_location, grow_on_visit
+
+    atlas = load_atlas(None)
+    loc = np.asarray(atlas.location)
+    xfm = save_transform(sitk.AffineTransform(3), tmp_path / "identity.txt")
+    eroded = {}
+    for label in (CORTEX, INFRATENTORIAL):
+        core = loc == label
+        for _ in range(2):  # deep inside the region: a 3x3x3 cube fits
+            core &= np.roll(core, 1, 0) & np.roll(core, -1, 0) & np.roll(core, 1, 1)
+            core &= np.roll(core, -1, 1) & np.roll(core, 1, 2) & np.roll(core, -1, 2)
+        eroded[label] = tuple(int(v) for v in np.argwhere(core)[len(np.argwhere(core)) // 2])
+    want = {CORTEX: "juxtacortical", INFRATENTORIAL: "infratentorial"}
+    for label, (i, j, k) in eroded.items():
+        image = np.zeros(loc.shape, np.float32)
+        image[i - 1 : i + 2, j - 1 : j + 2, k - 1 : k + 2] = 100.0
+        seed_mm = nib.affines.apply_affine(atlas.affine, (i, j, k))
+        g = grow_on_visit(image, atlas.affine, seed_mm, threshold=0.5, mode="fraction",
+                          connectivity=26)  # fmt: skip
+        assert g.growth.n_voxels == 27
+        assert atlas_location(g, xfm) == want[label], label
+        assert atlas_location(g, tmp_path / "missing.txt") is None
+        assert atlas_location(g, None) is None
+        # the same anatomy on a grid 40 mm further along RAS x: the FLAIR -> template
+        # transform (LPS) moves points by -40 mm along RAS x, i.e. +40 mm along LPS x
+        moved = atlas.affine.copy()
+        moved[0, 3] += 40.0
+        shift = save_transform(sitk.TranslationTransform(3, (40.0, 0.0, 0.0)), tmp_path / "s.txt")
+        g2 = grow_on_visit(image, moved, nib.affines.apply_affine(moved, (i, j, k)),
+                           threshold=0.5, mode="fraction", connectivity=26)  # fmt: skip
+        assert atlas_location(g2, shift) == want[label], label

@@ -5,8 +5,9 @@ grows a region on the visit's FLAIR (T2 lesions) or post-contrast T1 (Gd+ lesion
 and the reader sees it (:func:`preview`) before saving it (:func:`add_lesion`). An
 added lesion is named ``A<id>`` (:class:`~lesionq.review.decisions.LesionKey`
 ``("A", id)``, ``id`` the row's primary key), has a volume (mm3), a centroid (mm),
-the location class the reader gives it (:data:`lesionq.core.location.LOCATION_CLASSES`;
-the output folder keeps no location map to classify it automatically) and its mask.
+a location class (the reader's, or else the one the pipeline gives the visit's own
+lesions: :func:`atlas_location`, from the packaged atlas through the visit's published
+atlas transform) and its mask.
 Removing or editing an added lesion is not supported (the table is append-only).
 
 The stored record (:class:`AddedLesion`), its mask codec, :func:`load_added`, the
@@ -21,6 +22,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import nibabel as nib
@@ -58,6 +60,7 @@ __all__ = [
     "count_with_added",
     "grow_on_visit",
     "add_lesion",
+    "atlas_location",
 ]
 
 #: Image (output key of ``OUTPUTS``) a region of each counted label is grown on.
@@ -121,6 +124,64 @@ def grow_on_visit(
     else:
         centroid = (math.nan, math.nan, math.nan)
     return Grown(g, seed, np.asarray(affine, float), image.shape, centroid)  # type: ignore[arg-type]
+
+
+def atlas_location(
+    grown: Grown,
+    transform_path: str | Path | None,
+    *,
+    atlas_dir: str | Path | None = None,
+    rules: Mapping[str, Any] | None = None,
+) -> str | None:
+    """Location class of a grown region from the run-time atlas, as the pipeline gives one.
+
+    The atlas location map is resampled (nearest neighbour) onto the region's grid
+    through the visit's published atlas transform (``xfm_template``: FLAIR points ->
+    template points, LPS mm) and the region is classified by
+    :func:`lesionq.core.location.classify_locations`, the rule of the visit's own
+    lesions.
+
+    Parameters
+    ----------
+    grown : Grown
+        The region, on the visit's FLAIR grid (the T1ce is co-registered there too).
+    transform_path : path or None
+        The visit's ``xfm_template`` file; None or a missing file gives None.
+    atlas_dir : path, optional
+        Atlas folder (default: the packaged atlas).
+    rules : mapping, optional
+        Keyword parameters of ``classify_locations`` (the protocol's rules).
+
+    Returns
+    -------
+    str or None
+        One of :data:`lesionq.core.location.LOCATION_CLASSES`; None when the
+        region is empty or the visit has no atlas transform.
+    """
+    import SimpleITK as sitk
+
+    from ..core.location import classify_locations
+    from ..io.atlas import load_atlas
+    from ..io.sitk_bridge import nib_to_sitk, read_transform, reference_image, sitk_to_nib
+
+    if transform_path is None or not Path(transform_path).is_file():
+        return None
+    if grown.growth.n_voxels == 0:
+        return None
+    atlas = load_atlas(atlas_dir)
+    resampled = sitk.Resample(
+        nib_to_sitk(np.asarray(atlas.location), atlas.affine),
+        reference_image(grown.shape, grown.affine),
+        read_transform(transform_path),
+        sitk.sitkNearestNeighbor,
+        0,
+    )
+    loc, _ = sitk_to_nib(resampled)
+    vs = nib.affines.voxel_sizes(grown.affine)
+    classes = classify_locations(
+        grown.growth.mask.astype(np.int32), np.asarray(loc), vs, **dict(rules or {})
+    )
+    return classes.get(1)
 
 
 def mask_nifti(grown: Grown) -> bytes:

@@ -294,6 +294,13 @@ def install_viewer_routes(
 
         def work() -> added_mod.AddedLesion:
             g = grow(st, params)
+            where = location if isinstance(location, str) else None
+            if where is None:  # as the pipeline classifies the visit's own lesions
+                sub = st.visit.participant_id.removeprefix("sub-")
+                ses = st.visit.session_id
+                ses = None if ses is None else ses.removeprefix("ses-")
+                xfm = inside(out_root, output_path(out_root, sub, ses, "xfm_template"))
+                where = added_mod.atlas_location(g, xfm)
             return added_mod.add_lesion(
                 engine,
                 me,
@@ -303,7 +310,7 @@ def install_viewer_routes(
                 threshold=params["threshold"],
                 mode=params["mode"],
                 connectivity=params["connectivity"],
-                location=location if isinstance(location, str) else None,
+                location=where,
                 comment=comment if isinstance(comment, str) else None,
             )
 
