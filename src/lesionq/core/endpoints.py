@@ -731,7 +731,8 @@ def endpoint_columns(schedule: Schedule) -> tuple[str, ...]:
     return tuple(cols)
 
 
-def _count_value(row: Mapping[str, Any], name: str) -> int | None:
+def _row_number(row: Mapping[str, Any], name: str, what: str) -> float | None:
+    """``row[name]`` as a float (None when absent or NaN); not a number: InputError."""
     v = row.get(name)
     if v is None:
         return None
@@ -739,36 +740,32 @@ def _count_value(row: Mapping[str, Any], name: str) -> int | None:
         f = float(v)
     except (TypeError, ValueError) as exc:
         raise InputError(
-            f"{row.get('participant_id')} {row.get('session_id')}: {name} must be a count, "
+            f"{row.get('participant_id')} {row.get('session_id')}: {name} must be {what}, "
             f"got {v!r}"
         ) from exc
-    if math.isnan(f):
+    return None if math.isnan(f) else f
+
+
+def _count_value(row: Mapping[str, Any], name: str) -> int | None:
+    f = _row_number(row, name, "a count")
+    if f is None:
         return None
     if f < 0 or f != int(f):
         raise InputError(
             f"{row.get('participant_id')} {row.get('session_id')}: {name} must be a "
-            f"non-negative integer, got {v!r}"
+            f"non-negative integer, got {row.get(name)!r}"
         )
     return int(f)
 
 
 def _volume_value(row: Mapping[str, Any], name: str) -> float | None:
-    v = row.get(name)
-    if v is None:
-        return None
-    try:
-        f = float(v)
-    except (TypeError, ValueError) as exc:
-        raise InputError(
-            f"{row.get('participant_id')} {row.get('session_id')}: {name} must be a volume "
-            f"(mm3), got {v!r}"
-        ) from exc
-    if math.isnan(f):
+    f = _row_number(row, name, "a volume (mm3)")
+    if f is None:
         return None
     if f < 0 or math.isinf(f):
         raise InputError(
             f"{row.get('participant_id')} {row.get('session_id')}: {name} must be a finite "
-            f"volume >= 0, got {v!r}"
+            f"volume >= 0, got {row.get(name)!r}"
         )
     return f
 

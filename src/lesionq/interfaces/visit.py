@@ -371,25 +371,31 @@ class SegmentGd(SimpleInterface):
             location_rules=dict(self.inputs.location_rules),
             n_threads=self.inputs.n_threads,
         )
-        self._results["mask"] = str(
-            save_image(
-                res.mask.array, res.mask.affine, _out(runtime, "gd_mask.nii.gz"), dtype=np.uint8
-            )
-        )
-        self._results["labels"] = str(
-            save_image(
-                res.labels.array,
-                res.labels.affine,
-                _out(runtime, "gd_labels.nii.gz"),
-                dtype=np.int32,
-            )
-        )
-        self._results["table"] = str(write_tsv(res.table, _out(runtime, "gd_lesions.tsv")))
+        self._results.update(_lesion_outputs(runtime, res, "gd"))
         self._results["gd_count"] = int(res.count)
         self._results["gd_count_confident"] = int(res.count_confident)
         self._results["gd_volume_mm3"] = float(res.volume_mm3)
         self._results["gd_inputs"] = str(res.inputs)
         return runtime
+
+
+def _lesion_outputs(runtime: Any, res: Any, stem: str) -> dict[str, str]:
+    """Write a step's ``mask`` (uint8), ``labels`` (int32) and ``table`` (TSV); their paths."""
+    return {
+        "mask": str(
+            save_image(
+                res.mask.array, res.mask.affine, _out(runtime, f"{stem}_mask.nii.gz"),
+                dtype=np.uint8,
+            )
+        ),
+        "labels": str(
+            save_image(
+                res.labels.array, res.labels.affine, _out(runtime, f"{stem}_labels.nii.gz"),
+                dtype=np.int32,
+            )
+        ),
+        "table": str(write_tsv(res.table, _out(runtime, f"{stem}_lesions.tsv"))),
+    }  # fmt: skip
 
 
 # --------------------------------------------------------------------- black holes
@@ -440,20 +446,7 @@ class SegmentBlackHoles(SimpleInterface):
             black_holes=dict(self.inputs.black_holes),
             lesions=dict(self.inputs.lesions),
         )
-        self._results["mask"] = str(
-            save_image(
-                res.mask.array, res.mask.affine, _out(runtime, "bh_mask.nii.gz"), dtype=np.uint8
-            )
-        )
-        self._results["labels"] = str(
-            save_image(
-                res.labels.array,
-                res.labels.affine,
-                _out(runtime, "bh_labels.nii.gz"),
-                dtype=np.int32,
-            )
-        )
-        self._results["table"] = str(write_tsv(res.table, _out(runtime, "bh_lesions.tsv")))
+        self._results.update(_lesion_outputs(runtime, res, "bh"))
         self._results["bh_count"] = int(res.count)
         self._results["bh_volume_mm3"] = float(res.volume_mm3)
         self._results["levels"] = {k: float(v) for k, v in res.levels.items()}
