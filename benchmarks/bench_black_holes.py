@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Benchmark the T1 black-hole step (:func:`lesionq.steps_black_holes.segment_black_hole_volumes`).
+"""Benchmark the T1 black-hole step (:func:`lesionq.steps.black_holes.segment_black_hole_volumes`).
 
 No development scan has an expert black-hole mask, so the accuracy on real scans
 is measured on *synthetic* black holes planted into *real* T1s, and the real
@@ -53,7 +53,7 @@ from lesionq.config import load_protocol
 from lesionq.core.components import label_lesions
 from lesionq.core.units import voxel_size_from_affine, voxel_volume_mm3
 from lesionq.errors import ProcessingError
-from lesionq.steps_black_holes import BlackHoleResult, segment_black_hole_volumes
+from lesionq.steps.black_holes import BlackHoleResult, segment_black_hole_volumes
 from lesionq.testing.inject import plant_lesions, random_t2_specs
 from lesionq.types import Volume
 
@@ -336,7 +336,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"Command: `{cmd}`.",
         "",
         "Method: `lesionq.core.black_holes.segment_black_holes` through "
-        "`lesionq.steps_black_holes.segment_black_hole_volumes`; `[black_holes]` of "
+        "`lesionq.steps.black_holes.segment_black_hole_volumes`; `[black_holes]` of "
         f"`pipelines/{PROTOCOL}.toml` ({', '.join(f'{k} = {v}' for k, v in bh.items())}); "
         f"`[lesions] min_volume_mm3` = {lesions['min_volume_mm3']}. Inputs: the visit pipeline's "
         "own (bias-corrected T1 on the FLAIR grid, brain mask, atlas priors; "

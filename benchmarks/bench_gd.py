@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Benchmark the Gd+ lesion segmentation (:func:`lesionq.steps_gd.segment_gd_volumes`).
+"""Benchmark the Gd+ lesion segmentation (:func:`lesionq.steps.gd.segment_gd_volumes`).
 
 Data: the real post-contrast scan of ``sub-cs07`` (``../shared/data/ljubljana``; MNI
 1 mm, skull-stripped, N4-corrected, FLAIR / T1w / ce-T1w on one grid). There is no
@@ -63,7 +63,7 @@ from scipy import ndimage as ndi
 from lesionq.config import load_protocol
 from lesionq.core.tissue import estimate_tissues
 from lesionq.io.nifti import load_array, save_image
-from lesionq.steps_gd import GdResult, segment_gd_volumes
+from lesionq.steps.gd import GdResult, segment_gd_volumes
 from lesionq.testing.inject import plant_lesions, random_gd_specs, reference_statistics
 from lesionq.types import Volume
 
@@ -606,7 +606,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"--seeds {args.seeds}`.",
         "",
         "Method: `lesionq.core.enhancement.segment_enhancing` through "
-        "`lesionq.steps_gd.segment_gd_volumes`; `[gd]` of `pipelines/mesems_v1.toml` "
+        "`lesionq.steps.gd.segment_gd_volumes`; `[gd]` of `pipelines/mesems_v1.toml` "
         f"(the function defaults), `[lesions] min_volume_mm3` = {min_mm3:g}, `[location]` of "
         "`mesems_v1`. Atlas priors registered once "
         f"({scan.atlas_seconds:.0f} s, shared with the T2 step in the pipeline).",

@@ -97,7 +97,7 @@ def _visit_images(out: Path, sub: str, ses: str):
     from lesionq.interfaces.longitudinal import load_visit_images
     from lesionq.io.derivatives import output_path
     from lesionq.registration.rigid import load_transform
-    from lesionq.steps_longitudinal import atlas_wm_prior
+    from lesionq.steps.longitudinal import atlas_wm_prior
 
     def path(key: str) -> str:
         return str(output_path(out, sub, ses, key))
@@ -141,7 +141,7 @@ RULE_SETS: dict[str, dict] = {
 def _pair(out: Path, sub: str, pipeline: str, n_procs: int, scratch: Path) -> dict:
     """One real pair: published mask, the step timed alone, reproducibility, ablations."""
     from lesionq.config import load_protocol
-    from lesionq.steps_longitudinal import compare_visits, register_visit, transform_between
+    from lesionq.steps.longitudinal import compare_visits, register_visit, transform_between
 
     published = (
         out / f"sub-{sub}" / "ses-02" / "anat"

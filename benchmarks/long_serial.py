@@ -67,7 +67,7 @@ def serial(out: Path, data: Path) -> dict:
 
     from lesionq.io.derivatives import output_path, subject_output_path
     from lesionq.registration.rigid import load_transform
-    from lesionq.steps_longitudinal import transform_between
+    from lesionq.steps.longitudinal import transform_between
 
     sessions = ["01", "02", "03"]
     visits = pd.read_csv(out / "visits.tsv", sep="\t", dtype={"session_id": str})

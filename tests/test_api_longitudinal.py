@@ -11,7 +11,7 @@ from lesionq.config import load_protocol
 from lesionq.errors import MissingInputError
 from lesionq.io.derivatives import provenance, publish_visit
 from lesionq.io.nifti import save_image
-from lesionq.steps_longitudinal import CHANGE_TABLE_COLUMNS, Compared, VisitImages
+from lesionq.steps.longitudinal import CHANGE_TABLE_COLUMNS, Compared, VisitImages
 from lesionq.testing import make_subject
 from lesionq.types import Volume
 
@@ -118,7 +118,7 @@ def test_bad_inputs_are_named(phantom, tmp_path):
 @pytest.mark.parametrize(
     ("section", "change", "match"),
     [
-        ("change", {"min_volume_mm3": 3.0}, r"\[change\] \['min_volume_mm3'\] are set by"),
+        ("change", {"min_volume_mm3": 3.0}, r"\[change\] min_volume_mm3 is set by"),
         ("change", {"wm_prior": 0.5}, "set by the comparison step"),
         ("change", {"no_such_rule": 1}, "not a parameter of"),
         ("longitudinal_registration", {"mode": "bspline"}, "mode must be 'rigid' or 'affine'"),

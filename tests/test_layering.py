@@ -42,8 +42,9 @@ Rules
    store         io and below (never batch, review, qc)
    qc            io and below (pure rendering: never store, batch, review)
    testing       io and below (never imported by production code)
-   steps         registration, preprocess, io and below (the ``steps*``
-                 modules may use each other)
+   steps         registration, preprocess, io and below (the package
+                 ``lesionq.steps``: visit, gd, black_holes, longitudinal,
+                 and the protocol registry)
    interfaces    steps and below
    workflows     interfaces and below
    batch         workflows, store, qc and below (never review, api, cli)
@@ -52,7 +53,7 @@ Rules
                  :data:`REVIEW_ENTRY_POINTS` (``lesionq.batch.tables``)
    cli           everything
    lesionq       (the package ``__init__``) ``_version``; ``api`` and
-                 ``config`` lazily (:data:`LAZY_IMPORTS`)
+                 ``steps`` (``load_protocol``) lazily (:data:`LAZY_IMPORTS`)
    ============  ==========================================================
 
    ``lesionq._version`` (the version string) is a leaf every layer may import.
@@ -90,7 +91,7 @@ LAZY_IMPORTS: dict[tuple[str, str], str] = {
         "PEP 562: `import lesionq` has no side effects and does not load nipype, "
         "dask or SimpleITK; the API loads on first use"
     ),
-    ("lesionq", "lesionq.config"): "PEP 562, as lesionq.api",
+    ("lesionq", "lesionq.steps.registry"): "PEP 562, as lesionq.api (load_protocol)",
     ("lesionq.review", "lesionq.review.app"): (
         "PEP 562: reviewed counts and the review rules do not load the FastAPI web stack"
     ),
@@ -110,9 +111,6 @@ LAYERS: dict[str, str] = {
     "qc": "qc",
     "testing": "testing",
     "steps": "steps",
-    "steps_gd": "steps",
-    "steps_black_holes": "steps",
-    "steps_longitudinal": "steps",
     "interfaces": "interfaces",
     "workflows": "workflows",
     "batch": "batch",
@@ -146,7 +144,7 @@ MAY_IMPORT: dict[str, set[str]] = {
     "api": _STEPS | {"interfaces", "workflows", "store", "qc", "batch"},
     "review": _IO | {"store", "qc", "batch"},
     "cli": set(LAYERS.values()),
-    "lesionq": {"version", "api", "config"},
+    "lesionq": {"version", "api", "steps"},
 }
 
 #: The batch modules the review app may import (it rewrites the tables after a review).

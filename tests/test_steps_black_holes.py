@@ -1,4 +1,4 @@
-"""The in-memory black-hole step (lesionq.steps_black_holes) and its protocol section."""
+"""The in-memory black-hole step (lesionq.steps.black_holes) and its protocol section."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from lesionq.config import load_protocol
 from lesionq.errors import ConfigError, GeometryError
 from lesionq.steps import validate_settings
-from lesionq.steps_black_holes import (
+from lesionq.steps.black_holes import (
     BH_LABEL,
     BH_SET_BY_STEP,
     BH_TABLE_COLUMNS,

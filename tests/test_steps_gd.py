@@ -1,4 +1,4 @@
-"""Tests of lesionq.steps_gd.segment_gd_volumes (the in-memory Gd+ step of a visit).
+"""Tests of lesionq.steps.gd.segment_gd_volumes (the in-memory Gd+ step of a visit).
 
 The phantom is the one of ``tests/core/test_enhancement.py`` (loaded by path),
 wrapped in :class:`~lesionq.types.Volume` objects with a RAS affine.
@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 
 from lesionq.errors import ConfigError, GeometryError
-from lesionq.steps_gd import (
+from lesionq.steps.gd import (
     GD_DETAIL_COLUMNS,
     GD_STEP_KEYS,
     GD_TABLE_COLUMNS,

@@ -29,7 +29,7 @@ def __getattr__(name: str) -> Any:
 
         return getattr(api, name)
     if name == "load_protocol":
-        from .config import load_protocol
+        from .steps.registry import load_protocol
 
         return load_protocol
     raise AttributeError(f"module 'lesionq' has no attribute {name!r}")

@@ -6,7 +6,7 @@ Entry points:
   (nibabel images or paths) and returns images plus a lesion table;
 * :func:`compare_visits` finds the new and enlarging T2 lesions of a follow-up
   visit since a baseline visit (per-visit output folders, FLAIR images, or
-  in-memory :class:`~lesionq.steps_longitudinal.VisitImages`);
+  in-memory :class:`~lesionq.steps.longitudinal.VisitImages`);
 * :func:`run` processes a whole BIDS dataset exactly like ``lesionq run`` and
   returns the per-visit table.
 
@@ -34,7 +34,7 @@ __all__ = ["T2Result", "segment_t2", "compare_visits", "run", "check"]
 ImageLike = nib.Nifti1Image | str | os.PathLike[str]
 
 if TYPE_CHECKING:
-    from .steps_longitudinal import Compared, VisitImages
+    from .steps.longitudinal import Compared, VisitImages
 
 
 @dataclass(frozen=True)
@@ -230,7 +230,7 @@ def _visit_from_folder(folder: Path, *, n_threads: int = 1) -> VisitImages:
     from .errors import MissingInputError
     from .io.derivatives import OUTPUTS
     from .io.nifti import load_array
-    from .steps_longitudinal import VisitImages
+    from .steps.longitudinal import VisitImages
 
     anat = folder if folder.name == "anat" else folder / "anat"
     owner = anat.parent
@@ -257,7 +257,7 @@ def _visit_from_folder(folder: Path, *, n_threads: int = 1) -> VisitImages:
     wm_prior = None
     if path("xfm_template").is_file():  # the atlas ran for this visit: its white-matter prior
         from .io.sitk_bridge import read_transform
-        from .steps_longitudinal import atlas_wm_prior
+        from .steps.longitudinal import atlas_wm_prior
 
         tx = read_transform(path("xfm_template"))
         wm_prior = atlas_wm_prior(flair, tx, n_threads=n_threads)
@@ -275,7 +275,7 @@ def _visit_from_folder(folder: Path, *, n_threads: int = 1) -> VisitImages:
 def _visit_images(
     visit: Any, *, settings: Settings, use_atlas: bool, n_threads: int, what: str
 ) -> VisitImages:
-    from .steps_longitudinal import VisitImages
+    from .steps.longitudinal import VisitImages
 
     if isinstance(visit, VisitImages):
         return visit
@@ -325,7 +325,7 @@ def compare_visits(
     ----------
     baseline, followup : VisitImages, folder, nibabel image or path
         Each visit as one of: a
-        :class:`~lesionq.steps_longitudinal.VisitImages` (preprocessed FLAIR,
+        :class:`~lesionq.steps.longitudinal.VisitImages` (preprocessed FLAIR,
         brain mask, T2 lesion mask, all on the visit's grid); the folder of the
         visit's published outputs (``OUT/sub-<s>/ses-<v>`` or its ``anat``;
         with its atlas transform, the follow-up's white-matter prior is used);
@@ -342,7 +342,7 @@ def compare_visits(
 
     Returns
     -------
-    lesionq.steps_longitudinal.Compared
+    lesionq.steps.longitudinal.Compared
         On the follow-up's grid (its FLAIR's shape and affine): ``new_enlarging``
         (uint8 mask), ``change_labels`` (int32, value = ``change_id`` of
         ``table``), ``table`` (one row per new or enlarging lesion),
@@ -366,7 +366,7 @@ def compare_visits(
 
     >>> import numpy as np
     >>> import lesionq
-    >>> from lesionq.steps_longitudinal import VisitImages
+    >>> from lesionq.steps.longitudinal import VisitImages
     >>> from lesionq.testing import make_subject
     >>> from lesionq.types import Volume
     >>> s = make_subject(3, n_visits=2)
@@ -385,8 +385,8 @@ def compare_visits(
     (5, 1, 6)
     """
     from . import steps
-    from .steps_longitudinal import compare_visits as compare
-    from .steps_longitudinal import register_visit, transform_between
+    from .steps.longitudinal import compare_visits as compare
+    from .steps.longitudinal import register_visit, transform_between
 
     settings = protocol if isinstance(protocol, Settings) else load_protocol(protocol)
     if overrides:

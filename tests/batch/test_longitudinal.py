@@ -122,7 +122,7 @@ def _fake_visit_workflow(truth, published):
 
 def _run(root, out, truth, published, participant_labels=None):
     import lesionq.batch.visit as batch_visit
-    import lesionq.steps_longitudinal as sl
+    import lesionq.steps.longitudinal as sl
 
     real_register, real_compare = sl.register_visit, sl.compare_visits
 

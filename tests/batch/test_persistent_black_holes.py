@@ -21,7 +21,7 @@ from lesionq.interfaces.longitudinal import STATUS_OK
 from lesionq.io.bids import VisitInputs
 from lesionq.io.derivatives import output_path
 from lesionq.registration.rigid import save_transform
-from lesionq.steps_black_holes import check_black_holes_section, persistent_min_days
+from lesionq.steps.black_holes import check_black_holes_section, persistent_min_days
 
 SHAPE = (20, 20, 10)
 AFFINE = np.diag([1.0, 1.0, 2.0, 1.0])

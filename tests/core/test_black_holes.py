@@ -7,7 +7,7 @@ import pytest
 
 from lesionq.core.black_holes import BH_DEFAULTS, segment_black_holes
 from lesionq.errors import GeometryError, InputError, ProcessingError
-from lesionq.steps_black_holes import BH_LONGITUDINAL_KEYS
+from lesionq.steps.black_holes import BH_LONGITUDINAL_KEYS
 
 WM, GM, CSF = 100.0, 60.0, 20.0  # T1 levels: grey matter at c = 0.5, CSF at c = 1
 SHAPE = (48, 40, 40)

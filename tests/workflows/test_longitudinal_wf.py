@@ -146,7 +146,7 @@ def test_select_registered_passes_on_itself_or_the_fallback(files, tmp_path):
 
 
 def test_register_visit_reports_a_failed_registration(files, tmp_path, monkeypatch):
-    import lesionq.steps_longitudinal as sl
+    import lesionq.steps.longitudinal as sl
     from lesionq.errors import RegistrationError
 
     def fail(*args, **kwargs):

@@ -44,8 +44,8 @@ from ..io.derivatives import (
 )
 from ..io.nifti import atomic_path, load_array, save_image
 from ..io.tables import LESION_LONGITUDINAL_COLUMNS, TRACK_TABLE_COLUMNS, read_tsv, write_tsv
-from ..steps_black_holes import persistent_min_days
-from ..steps_longitudinal import CHANGE_TABLE_COLUMNS, track_visits
+from ..steps.black_holes import persistent_min_days
+from ..steps.longitudinal import CHANGE_TABLE_COLUMNS, track_visits
 from ..types import Volume
 from .visit import _collect_outputs, failure_reason, nipype_config
 
@@ -349,7 +349,7 @@ def _persistent_black_holes(
     """
     from ..core.black_holes import persistent_black_holes
     from ..registration.rigid import load_transform, resample_to
-    from ..steps_longitudinal import transform_between
+    from ..steps.longitudinal import transform_between
 
     subject = ordered[0].subject
     usable: dict[str, Any] = {}  # session -> (date, reference->visit transform or None)

@@ -1,7 +1,7 @@
 """Thin nipype interfaces of the longitudinal workflow: files -> io -> steps -> io -> files.
 
 Each interface loads its inputs with :mod:`lesionq.io`, calls one function of
-:mod:`lesionq.steps_longitudinal` and saves the results; no numerics here.
+:mod:`lesionq.steps.longitudinal` and saves the results; no numerics here.
 Transforms follow the ITK convention of every lesionq ``xfm`` file: a visit's
 transform maps *reference* LPS points to that visit's LPS points (fixed =
 reference). An undefined transform input means "this visit is the reference"
@@ -77,7 +77,7 @@ def load_visit_images(
     probability: str | None = None,
     session: str | None = None,
 ) -> Any:
-    """Read a visit's published per-visit files into :class:`~lesionq.steps_longitudinal.VisitImages`.
+    """Read a visit's published per-visit files into :class:`~lesionq.steps.longitudinal.VisitImages`.
 
     Parameters
     ----------
@@ -89,7 +89,7 @@ def load_visit_images(
     session : str, optional
         Session label (for messages).
     """
-    from ..steps_longitudinal import VisitImages
+    from ..steps.longitudinal import VisitImages
 
     return VisitImages(
         flair=_load(flair, "FLAIR"),
@@ -137,7 +137,7 @@ class RegisterVisit(SimpleInterface):
 
     def _run_interface(self, runtime: Any) -> Any:
         from ..errors import RegistrationError
-        from ..steps_longitudinal import register_visit
+        from ..steps.longitudinal import register_visit
 
         i = self.inputs
         visit = load_visit_images(i.flair, i.brain_mask, i.t2_mask, session=i.session)
@@ -261,7 +261,7 @@ class CompareVisits(SimpleInterface):
     output_spec = _CompareOutputSpec
 
     def _run_interface(self, runtime: Any) -> Any:
-        from ..steps_longitudinal import atlas_wm_prior, compare_visits, transform_between
+        from ..steps.longitudinal import atlas_wm_prior, compare_visits, transform_between
 
         i = self.inputs
         self._results["earlier_session"] = i.earlier_session
@@ -353,7 +353,7 @@ class TrackLesions(SimpleInterface):
     output_spec = _TrackOutputSpec
 
     def _run_interface(self, runtime: Any) -> Any:
-        from ..steps_longitudinal import track_visits
+        from ..steps.longitudinal import track_visits
 
         i = self.inputs
         sessions = list(i.sessions)

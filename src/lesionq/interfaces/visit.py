@@ -351,13 +351,13 @@ class _SegmentGdOutputSpec(TraitedSpec):
 
 
 class SegmentGd(SimpleInterface):
-    """Gadolinium-enhancing lesions on the FLAIR grid (:func:`lesionq.steps_gd.segment_gd_volumes`)."""
+    """Gadolinium-enhancing lesions on the FLAIR grid (:func:`lesionq.steps.gd.segment_gd_volumes`)."""
 
     input_spec = _SegmentGdInputSpec
     output_spec = _SegmentGdOutputSpec
 
     def _run_interface(self, runtime: Any) -> Any:
-        from ..steps_gd import segment_gd_volumes
+        from ..steps.gd import segment_gd_volumes
 
         priors = _load_priors(self.inputs)
         res = segment_gd_volumes(
@@ -423,14 +423,14 @@ class _SegmentBlackHolesOutputSpec(TraitedSpec):
 
 
 class SegmentBlackHoles(SimpleInterface):
-    """T1 black holes inside the T2 lesions (:func:`lesionq.steps_black_holes.segment_black_hole_volumes`)."""
+    """T1 black holes inside the T2 lesions (:func:`lesionq.steps.black_holes.segment_black_hole_volumes`)."""
 
     input_spec = _SegmentBlackHolesInputSpec
     output_spec = _SegmentBlackHolesOutputSpec
 
     def _run_interface(self, runtime: Any) -> Any:
         from ..io.tables import read_tsv
-        from ..steps_black_holes import segment_black_hole_volumes
+        from ..steps.black_holes import segment_black_hole_volumes
 
         res = segment_black_hole_volumes(
             _load(self.inputs.t1, "T1w"),

@@ -1,11 +1,11 @@
 """In-memory T1 black-hole step of one visit.
 
-Like :mod:`lesionq.steps_gd`, :func:`segment_black_hole_volumes` takes
+Like :mod:`lesionq.steps.gd`, :func:`segment_black_hole_volumes` takes
 :class:`~lesionq.types.Volume` objects already on the visit's FLAIR grid (the
 pre-contrast T1 co-registered and bias-corrected by
 :func:`lesionq.steps.coregister_to_flair`, the T2 lesion labels of
 :func:`lesionq.steps.tabulate_lesions`, the Gd+ mask of
-:func:`lesionq.steps_gd.segment_gd_volumes` when the visit has a post-contrast
+:func:`lesionq.steps.gd.segment_gd_volumes` when the visit has a post-contrast
 T1, the atlas maps of :func:`lesionq.steps.atlas_priors`) and the protocol's
 ``[black_holes]`` section, runs :func:`lesionq.core.black_holes.segment_black_holes`
 and returns frozen results: the black-hole mask (``label-T1hypo_mask``), ids
@@ -15,7 +15,6 @@ reference levels. Nothing is read or written here.
 
 from __future__ import annotations
 
-import inspect
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -24,9 +23,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .core.black_holes import BlackHoleSegmentation, segment_black_holes
-from .errors import ConfigError, GeometryError
-from .types import Volume
+from ..core.black_holes import BlackHoleSegmentation, segment_black_holes
+from ..errors import GeometryError
+from ..types import Volume
+from .registry import SECTIONS, persistent_min_days
 
 __all__ = [
     "BH_LABEL",
@@ -62,17 +62,9 @@ BH_TABLE_COLUMNS: tuple[str, ...] = (
 
 #: Parameters of :func:`~lesionq.core.black_holes.segment_black_holes` that this step
 #: sets itself (images, geometry, the Gd+ mask, atlas maps, the ``[lesions]`` rule):
-#: never keys of the ``[black_holes]`` protocol section.
-BH_SET_BY_STEP: tuple[str, ...] = (
-    "t1",
-    "t2_labels",
-    "brain_mask",
-    "voxel_size_mm",
-    "enhancing",
-    "priors",
-    "min_volume_mm3",
-    "connectivity",
-)
+#: never keys of the ``[black_holes]`` protocol section (from the protocol registry,
+#: :data:`lesionq.steps.registry.SECTIONS`).
+BH_SET_BY_STEP: tuple[str, ...] = SECTIONS["black_holes"].set_by_step
 
 
 @dataclass(frozen=True)
@@ -117,64 +109,23 @@ class BlackHoleResult:
 #: Keys of the ``[black_holes]`` section read by the subject's longitudinal step, not by
 #: ``segment_black_holes``: ``persistent_min_days`` (days, an earlier visit at least this long
 #: before makes a black hole persistent; see :func:`persistent_min_days`).
-BH_LONGITUDINAL_KEYS: tuple[str, ...] = ("persistent_min_days",)
-
-
-def persistent_min_days(section: Mapping[str, Any]) -> int:
-    """``[black_holes] persistent_min_days``: days between the visits of a persistent black hole.
-
-    Parameters
-    ----------
-    section : mapping
-        The protocol's ``[black_holes]`` section.
-
-    Returns
-    -------
-    int
-        Days (>= 1); 182 (6 months) when the key is absent.
-
-    Raises
-    ------
-    lesionq.errors.ConfigError
-        Not an integer >= 1.
-    """
-    value = section.get("persistent_min_days", 182)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"[black_holes] persistent_min_days must be an int >= 1, got {value!r}")
-    return int(value)
+BH_LONGITUDINAL_KEYS: tuple[str, ...] = tuple(SECTIONS["black_holes"].handled)
 
 
 def check_black_holes_section(section: Mapping[str, Any]) -> dict[str, Any]:
     """Keyword arguments of ``segment_black_holes`` from the ``[black_holes]`` section.
 
-    The longitudinal keys (:data:`BH_LONGITUDINAL_KEYS`) are checked and left out.
+    The longitudinal keys (:data:`BH_LONGITUDINAL_KEYS`) are checked and left out
+    (:meth:`lesionq.steps.registry.ProtocolSection.kwargs`).
 
     Raises
     ------
     lesionq.errors.ConfigError
         A key that the step sets itself, or that is not a parameter of
-        :func:`lesionq.core.black_holes.segment_black_holes`.
+        :func:`lesionq.core.black_holes.segment_black_holes`, or a bad
+        ``persistent_min_days``.
     """
-    params = inspect.signature(segment_black_holes).parameters
-    out: dict[str, Any] = {}
-    persistent_min_days(section)
-    for key, value in dict(section).items():
-        if key in BH_LONGITUDINAL_KEYS:
-            continue
-        if key in BH_SET_BY_STEP:
-            raise ConfigError(
-                f"[black_holes] {key} is set by the black-hole step itself (images, geometry, the "
-                "Gd+ mask, atlas maps; the minimum volume and connectivity are [lesions] keys), "
-                "not a [black_holes] key"
-            )
-        if key not in params:
-            raise ConfigError(
-                f"[black_holes] {key} is not a parameter of "
-                "lesionq.core.black_holes.segment_black_holes (known: "
-                f"{sorted(k for k in params if k not in BH_SET_BY_STEP)})"
-            )
-        out[key] = value
-    return out
+    return SECTIONS["black_holes"].kwargs(section)
 
 
 def _on_grid(name: str, vol: Volume, ref: Volume) -> np.ndarray:

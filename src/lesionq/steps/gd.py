@@ -12,7 +12,6 @@ the lesion table and the enhancement-ratio map. Nothing is read or written here.
 
 from __future__ import annotations
 
-import inspect
 import logging
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
@@ -21,9 +20,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .core.enhancement import GD_INPUTS, GdSegmentation, segment_enhancing
-from .errors import ConfigError, GeometryError
-from .types import Volume
+from ..core.enhancement import GD_INPUTS, GdSegmentation, segment_enhancing
+from ..errors import GeometryError
+from ..types import Volume
+from .registry import SECTIONS
 
 __all__ = [
     "GdResult",
@@ -67,19 +67,9 @@ GD_DETAIL_COLUMNS: tuple[str, ...] = (
 
 #: Parameters of :func:`~lesionq.core.enhancement.segment_enhancing` that this step
 #: sets itself (images, geometry, atlas maps, ``[lesions] min_volume_mm3``,
-#: ``[location]`` rules): never keys of the ``[gd]`` protocol section.
-GD_SET_BY_STEP: tuple[str, ...] = (
-    "post",
-    "brain_mask",
-    "voxel_size_mm",
-    "pre",
-    "flair",
-    "priors",
-    "location_map",
-    "affine",
-    "location_rules",
-    "min_volume_mm3",
-)
+#: ``[location]`` rules): never keys of the ``[gd]`` protocol section (from the
+#: protocol registry, :data:`lesionq.steps.registry.SECTIONS`).
+GD_SET_BY_STEP: tuple[str, ...] = SECTIONS["gd"].set_by_step
 
 
 #: Keys of the ``[gd]`` protocol section that this step handles itself (not parameters
@@ -146,29 +136,8 @@ class GdResult:
 
 
 def _check_gd_section(gd: Mapping[str, Any]) -> dict[str, Any]:
-    params = inspect.signature(segment_enhancing).parameters
-    out: dict[str, Any] = {}
-    for key, value in dict(gd).items():
-        if key in GD_STEP_KEYS:
-            if (
-                isinstance(value, bool)
-                or not isinstance(value, int | float)
-                or not 0.0 <= float(value) <= 1.0
-            ):
-                raise ConfigError(f"[gd] {key} must be a number in [0, 1], got {value!r}")
-            continue
-        if key in GD_SET_BY_STEP:
-            raise ConfigError(
-                f"[gd] {key} is set by the Gd step itself (images, geometry, atlas maps; the "
-                "minimum lesion volume is [lesions] min_volume_mm3), not a [gd] key"
-            )
-        if key not in params:
-            raise ConfigError(
-                f"[gd] {key} is not a parameter of lesionq.core.enhancement.segment_enhancing "
-                f"(known: {sorted(k for k in params if k not in GD_SET_BY_STEP)})"
-            )
-        out[key] = tuple(value) if isinstance(value, list) else value
-    return out
+    """Keyword arguments of ``segment_enhancing`` from the ``[gd]`` section (registry-checked)."""
+    return SECTIONS["gd"].kwargs(gd)
 
 
 def _on_grid(name: str, vol: Volume, ref: Volume) -> np.ndarray:

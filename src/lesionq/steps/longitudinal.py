@@ -28,8 +28,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import SimpleITK as sitk
+from scipy import ndimage as ndi
 
-from .types import Volume
+from ..core.change import detect_change, track_lesions
+from ..core.components import label_lesions
+from ..core.units import voxels_to_mm3
+from ..errors import ConfigError
+from ..io.atlas import load_atlas
+from ..registration.rigid import estimate_affine, estimate_rigid, resample_to
+from ..types import Volume
 
 __all__ = [
     "VisitImages",
@@ -178,8 +185,6 @@ def register_visit(
         The registration failed its quality checks; the visit must be flagged,
         not compared.
     """
-    from .errors import ConfigError
-    from .registration.rigid import estimate_affine, estimate_rigid, resample_to
 
     params = dict(registration)
     mode = str(params.pop("mode", "rigid"))
@@ -284,10 +289,6 @@ def compare_visits(
     -------
     Compared
     """
-    from .core.change import detect_change
-    from .core.components import label_lesions
-    from .core.units import voxels_to_mm3
-    from .registration.rigid import resample_to
 
     L, E = later.flair, earlier.flair
     vs = L.voxel_size_mm
@@ -395,7 +396,6 @@ def _change_table(
     res: Any, keep: np.ndarray, change_labels: np.ndarray, xs_labels: np.ndarray, affine: np.ndarray
 ) -> pd.DataFrame:
     """One row per new or enlarging lesion (:data:`CHANGE_TABLE_COLUMNS`)."""
-    import scipy.ndimage as ndi
 
     rows = []
     if keep.size:
@@ -447,8 +447,6 @@ def track_visits(
         Per visit: ``lesion_id -> track_id``. Track ids start at 1 at the first
         visit; see :func:`lesionq.core.change.track_lesions` for merges and splits.
     """
-    from .core.change import track_lesions
-    from .registration.rigid import resample_to
 
     if len(labels) != len(transforms):
         raise ValueError("track_visits: one transform per visit is needed")
@@ -505,8 +503,6 @@ def atlas_wm_prior(
     Volume
         float32 in 0..1.
     """
-    from .io.atlas import load_atlas
-    from .registration.rigid import resample_to
 
     atlas = load_atlas(atlas_dir)
     arr = resample_to(

@@ -1,4 +1,4 @@
-"""In-memory processing steps of one visit, shared by the nipype interfaces and the API.
+"""In-memory T2/FLAIR steps of one visit, shared by the nipype interfaces and the API.
 
 Each step takes :class:`~lesionq.types.Volume` objects (arrays + RAS affines) and
 plain parameter mappings (protocol sections), composes the pure core with the
@@ -19,12 +19,18 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import SimpleITK as sitk
+from scipy import ndimage as ndi
 
-from .core.components import label_lesions, lesion_table
-from .core.location import classify_locations
-from .core.units import voxels_to_mm3
-from .errors import ConfigError
-from .types import Volume
+from ..core.components import label_lesions, lesion_table
+from ..core.location import classify_locations
+from ..core.segmentation import segment_lesions
+from ..core.units import voxels_to_mm3
+from ..errors import ConfigError
+from ..io.atlas import load_atlas
+from ..preprocess.bias import correct_bias
+from ..preprocess.brain import brain_mask as find_brain
+from ..registration.rigid import estimate_rigid, register_template, resample_to
+from ..types import Volume
 
 __all__ = [
     "PreparedFLAIR",
@@ -37,7 +43,6 @@ __all__ = [
     "atlas_priors",
     "segment_t2_volumes",
     "tabulate_lesions",
-    "validate_settings",
     "LESION_TABLE_COLUMNS",
 ]
 
@@ -131,8 +136,6 @@ def prepare_flair(
     PreparedFLAIR
         Everything on the input FLAIR grid.
     """
-    from .preprocess.bias import correct_bias
-    from .preprocess.brain import brain_mask as find_brain
 
     arr = np.asarray(flair.array, dtype=np.float32)
     found = find_brain(arr, flair.affine, n_threads=n_threads, **brain)
@@ -178,8 +181,6 @@ def coregister_to_flair(
         ``image`` on the FLAIR grid; ``transform`` maps FLAIR (LPS) points to
         contrast points (ITK convention).
     """
-    from .preprocess.bias import correct_bias
-    from .registration.rigid import estimate_rigid, resample_to
 
     params = dict(registration)
     trust_same_grid = bool(params.pop("trust_same_grid", False))
@@ -242,8 +243,6 @@ def atlas_priors(
     -------
     AtlasMaps
     """
-    from .io.atlas import load_atlas
-    from .registration.rigid import register_template, resample_to
 
     atlas = load_atlas(atlas_dir)
     ref = t1 if t1 is not None else flair
@@ -299,7 +298,6 @@ def segment_t2_volumes(
     ``min_volume_mm3`` is the protocol's ``[lesions] min_volume_mm3`` (one rule for
     the mask and the lesion table); ``segmentation`` the ``[segmentation]`` section.
     """
-    from .core.segmentation import segment_lesions
 
     prior_arrays = None
     if priors is not None:
@@ -378,8 +376,6 @@ def tabulate_lesions(
     df["flair_mean"] = cols.get("mean_intensity", np.full(len(df), np.nan))
     df["flair_max"] = cols.get("max_intensity", np.full(len(df), np.nan))
     if probability is not None and n:
-        import scipy.ndimage as ndi
-
         ids = np.asarray(table.lesion_id)
         df["probability_mean"] = ndi.mean(np.asarray(probability.array), labels, ids)
     else:
@@ -403,95 +399,3 @@ def tabulate_lesions(
         volume_mm3=float(table.total_volume_mm3),
         brain_volume_mm3=brain_vol,
     )
-
-
-def protocol_functions() -> dict[str, tuple[Any, tuple[str, ...]]]:
-    """Protocol section -> (function whose keywords it holds, keys handled by the steps)."""
-    from .core.change import detect_change
-    from .core.segmentation import segment_lesions
-    from .preprocess.bias import correct_bias
-    from .preprocess.brain import brain_mask
-    from .registration.rigid import estimate_rigid, register_template
-
-    return {
-        "bias": (correct_bias, ()),
-        "brain": (brain_mask, ()),
-        "registration": (estimate_rigid, ("trust_same_grid", "fixed_mask")),
-        "template": (register_template, ("enabled",)),
-        "segmentation": (segment_lesions, ("min_volume_mm3", "n_threads")),
-        "lesions": (label_lesions, ()),
-        "location": (classify_locations, ()),
-        # estimate_affine instead when mode = "affine" (see validate_settings)
-        "longitudinal_registration": (
-            estimate_rigid,
-            ("mode", "fixed_mask", "fixed_brain", "moving_brain"),
-        ),
-        "change": (detect_change, ()),
-    }
-
-
-#: detect_change parameters that lesionq.steps_longitudinal.compare_visits sets itself
-#: (images, geometry, the atlas prior and the [lesions] rule): never keys of [change].
-_CHANGE_SET_BY_STEP = (
-    "later",
-    "earlier",
-    "later_brain",
-    "earlier_brain",
-    "later_lesions",
-    "earlier_lesions",
-    "voxel_size_mm",
-    "earlier_voxel_size_mm",
-    "wm_prior",
-    "min_volume_mm3",
-    "connectivity",
-)
-
-
-def validate_settings(settings: Any) -> None:
-    """Check every protocol section against the function it parameterises.
-
-    ``[longitudinal_registration]`` is checked against
-    :func:`~lesionq.registration.rigid.estimate_rigid` or
-    :func:`~lesionq.registration.rigid.estimate_affine` according to its ``mode``.
-
-    Raises
-    ------
-    lesionq.errors.ConfigError
-        A key is not a parameter of its function (typo, removed setting; ``[gd]``
-        and ``[black_holes]`` may also hold the keys their step handles), or
-        ``[longitudinal_registration] mode`` is neither ``"rigid"`` nor ``"affine"``,
-        or ``[change]`` sets what the step sets (``min_volume_mm3`` and
-        ``connectivity`` belong to ``[lesions]``), or the trial schedule
-        (``[schedule]``, ``[periods]``, ``[endpoints]``) is inconsistent.
-    """
-    from .core.endpoints import schedule_from_protocol
-    from .registration.rigid import estimate_affine
-
-    if "schedule" in settings.sections:
-        schedule_from_protocol(settings.sections, source=settings.source)
-    if "gd" in settings.sections:
-        from .steps_gd import _check_gd_section
-
-        _check_gd_section(settings.section("gd"))
-    if "black_holes" in settings.sections:
-        from .steps_black_holes import check_black_holes_section
-
-        check_black_holes_section(settings.section("black_holes"))
-    clash = sorted(set(settings.section("change")) & set(_CHANGE_SET_BY_STEP))
-    if clash:
-        raise ConfigError(
-            f"protocol {settings.source}: [change] {clash} are set by the comparison step "
-            "(the minimum lesion volume and connectivity are [lesions] keys)"
-        )
-
-    for section, (func, handled) in protocol_functions().items():
-        if section == "longitudinal_registration":
-            mode = settings.section(section).get("mode", "rigid")
-            if mode not in ("rigid", "affine"):
-                raise ConfigError(
-                    f"protocol {settings.source}: [longitudinal_registration] mode must be "
-                    f"'rigid' or 'affine', got {mode!r}"
-                )
-            if mode == "affine":
-                func = estimate_affine
-        settings.kwargs_for(section, func, exclude=handled)

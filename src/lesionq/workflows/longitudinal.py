@@ -8,7 +8,7 @@ the previous visit. Every follow-up's preprocessed FLAIR is registered to the
 reference FLAIR (``register_ses<v>``, fixed = reference); the transform maps
 reference points (LPS mm) to the visit's points, as every lesionq ``xfm`` file
 does. Two visits are compared on the *later* visit's grid, through the map
-later -> reference -> earlier (:func:`lesionq.steps_longitudinal.transform_between`),
+later -> reference -> earlier (:func:`lesionq.steps.longitudinal.transform_between`),
 so each visit's change masks lie on its own FLAIR grid. Tracking resamples every
 visit's lesion labels onto the reference grid.
 
