@@ -142,6 +142,33 @@ def test_segment_t2_is_bit_identical_across_runs():
     assert a.count > 0
 
 
+def test_segment_t2_and_lesionq_run_give_the_same_t2_lesions(sample_run):
+    """The API and the batch run share the visit steps: same mask, probability and T2 table."""
+    _, out = sample_run
+    for ses in ("01", "02"):
+        d = SAMPLE / f"sub-phantom02/ses-{ses}/anat/sub-phantom02_ses-{ses}_"
+        extra = {k: f"{d}{k.upper()}w.nii.gz" for k in ("t1", "t2")}
+        extra = {k: v for k, v in extra.items() if Path(v).is_file()}
+        api = lesionq.segment_t2(f"{d}FLAIR.nii.gz", protocol="mesems_testing", **extra)
+        anat = out / f"sub-phantom02/ses-{ses}/anat/sub-phantom02_ses-{ses}_"
+        for name, img in (
+            ("label-T2lesion_mask", api.mask),
+            ("label-T2lesion_probseg", api.probability),
+            ("label-T2lesion_dseg", api.labels),
+            ("desc-brain_mask", api.brain_mask),
+        ):
+            published = nib.load(f"{anat}{name}.nii.gz")
+            np.testing.assert_array_equal(
+                np.asarray(published.dataobj), np.asarray(img.dataobj), err_msg=f"ses-{ses} {name}"
+            )
+        table = pd.read_csv(f"{anat}lesions.tsv", sep="\t")
+        t2 = table[table["label"] == "T2"][list(LESION_TABLE_COLUMNS)].reset_index(drop=True)
+        pd.testing.assert_frame_equal(
+            t2, api.lesions[list(LESION_TABLE_COLUMNS)].reset_index(drop=True), check_dtype=False
+        )
+        assert api.count == len(t2)
+
+
 def test_endpoints_table_sums_the_visits(sample_run):
     """endpoints.tsv: one row per period; cumulative counts = sums over the period's visits."""
     _, out = sample_run

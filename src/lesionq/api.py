@@ -106,13 +106,18 @@ def _segment_visit(
     use_atlas: bool,
     n_threads: int,
 ) -> _VisitSegmentation:
-    """The visit steps of :func:`segment_t2`, in memory."""
+    """The T2 visit steps of :func:`segment_t2`, in memory.
+
+    The step parameters come from :func:`lesionq.steps.visit_parameters`, as for the
+    visit workflow of ``lesionq run`` (a test on the phantoms checks that the two give
+    the same mask, probability, labels and lesion table). The Gd+ and black-hole steps
+    of the workflow are not run here: :func:`segment_t2` reports T2 lesions only.
+    """
     from . import steps
 
     steps.validate_settings(settings)
-    prep = steps.prepare_flair(
-        fl, bias=settings.section("bias"), brain=settings.section("brain"), n_threads=n_threads
-    )
+    p = steps.visit_parameters(settings, use_atlas=use_atlas)
+    prep = steps.prepare_flair(fl, bias=p.bias, brain=p.brain, n_threads=n_threads)
     coreg: dict[str, Volume] = {}
     for key, vol in (("t1", t1), ("t2", t2)):
         if vol is not None:
@@ -121,15 +126,18 @@ def _segment_visit(
                 prep.flair,
                 prep.brain_mask,
                 skull_stripped=prep.skull_stripped,
-                bias=settings.section("bias"),
-                registration=settings.section("registration"),
+                bias=p.bias,
+                registration=p.registration,
                 n_threads=n_threads,
             ).image
-    template = dict(settings.section("template"))
     priors = None
-    if use_atlas and template.pop("enabled", True):
+    if p.use_atlas:
         priors = steps.atlas_priors(
-            prep.flair, prep.brain_mask, t1=coreg.get("t1"), template=template, n_threads=n_threads
+            prep.flair,
+            prep.brain_mask,
+            t1=coreg.get("t1"),
+            template=p.template,
+            n_threads=n_threads,
         ).maps
     seg = steps.segment_t2_volumes(
         prep.flair,
@@ -137,8 +145,8 @@ def _segment_visit(
         t1=coreg.get("t1"),
         t2=coreg.get("t2"),
         priors=priors,
-        segmentation=settings.section("segmentation"),
-        min_volume_mm3=settings.section("lesions")["min_volume_mm3"],
+        segmentation=p.segmentation,
+        min_volume_mm3=p.min_volume_mm3,
         n_threads=n_threads,
     )
     tab = steps.tabulate_lesions(
@@ -147,8 +155,8 @@ def _segment_visit(
         brain_mask=prep.brain_mask,
         probability=seg.probability,
         location=None if priors is None else priors["location"],
-        lesions=settings.section("lesions"),
-        location_rules=settings.section("location"),
+        lesions=p.lesions,
+        location_rules=p.location,
         n_threads=n_threads,
     )
     return _VisitSegmentation(prepared=prep, segmented=seg, tabulated=tab, priors=priors)

@@ -21,6 +21,7 @@ from ..io.bids import VisitInputs
 from ..io.checks import check_visit
 from ..io.derivatives import provenance, publish_visit
 from ..io.tables import read_tsv, write_tsv
+from ..steps.visit import visit_parameters
 
 __all__ = ["run_visit", "run_visit_workflow", "nipype_config", "failure_reason"]
 
@@ -206,21 +207,9 @@ def run_visit_workflow(
     tag = f"sub_{visit.subject}" + (f"_ses_{visit.session}" if visit.session else "")
     work = Path(work_dir) / tag
     work.mkdir(parents=True, exist_ok=True)
-    atlas = settings.section("template")
     wf = init_visit_wf(
         contrasts=contrasts,
-        bias=settings.section("bias"),
-        brain=settings.section("brain"),
-        registration=settings.section("registration"),
-        template={k: v for k, v in atlas.items() if k != "enabled"},
-        segmentation=settings.section("segmentation"),
-        lesions=settings.section("lesions"),
-        location=settings.section("location"),
-        gd=settings.section("gd") if "gd" in settings.sections else None,
-        black_holes=(
-            settings.section("black_holes") if "black_holes" in settings.sections else None
-        ),
-        use_atlas=bool(atlas.get("enabled", True)),
+        **visit_parameters(settings).workflow_kwargs(),
         n_threads=n_procs,
         name=tag,
     )

@@ -35,11 +35,13 @@ from .visit import (
     PreparedFLAIR,
     Segmented,
     Tabulated,
+    VisitParameters,
     atlas_priors,
     coregister_to_flair,
     prepare_flair,
     segment_t2_volumes,
     tabulate_lesions,
+    visit_parameters,
 )
 
 __all__ = [
@@ -58,4 +60,6 @@ __all__ = [
     "segment_t2_volumes",
     "tabulate_lesions",
     "validate_settings",
+    "VisitParameters",
+    "visit_parameters",
 ]

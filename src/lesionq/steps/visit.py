@@ -21,6 +21,7 @@ import pandas as pd
 import SimpleITK as sitk
 from scipy import ndimage as ndi
 
+from ..config import Settings
 from ..core.components import label_lesions, lesion_table
 from ..core.location import classify_locations
 from ..core.segmentation import segment_lesions
@@ -44,6 +45,8 @@ __all__ = [
     "segment_t2_volumes",
     "tabulate_lesions",
     "LESION_TABLE_COLUMNS",
+    "VisitParameters",
+    "visit_parameters",
 ]
 
 LOGGER = logging.getLogger(__name__)
@@ -398,4 +401,91 @@ def tabulate_lesions(
         count=int(n),
         volume_mm3=float(table.total_volume_mm3),
         brain_volume_mm3=brain_vol,
+    )
+
+
+@dataclass(frozen=True)
+class VisitParameters:
+    """The protocol sections of the visit steps, read once from the settings.
+
+    :func:`lesionq.segment_t2` (in memory) and ``lesionq run`` (the nipype visit
+    workflow, :func:`lesionq.workflows.visit.init_visit_wf`) both take their step
+    parameters from :func:`visit_parameters`, so the two cannot read the protocol
+    differently.
+
+    Attributes
+    ----------
+    bias, brain, registration, segmentation, lesions, location : mapping
+        The protocol sections of the same names.
+    template : mapping
+        ``[template]`` without ``enabled`` (the keywords of
+        :func:`~lesionq.registration.rigid.register_template`).
+    use_atlas : bool
+        ``[template] enabled`` and the caller's ``use_atlas``: register the atlas and
+        use its priors and location map.
+    gd, black_holes : mapping or None
+        ``[gd]`` / ``[black_holes]``; None when the protocol has no such section (the
+        step does not run).
+    """
+
+    bias: Mapping[str, Any]
+    brain: Mapping[str, Any]
+    registration: Mapping[str, Any]
+    template: Mapping[str, Any]
+    segmentation: Mapping[str, Any]
+    lesions: Mapping[str, Any]
+    location: Mapping[str, Any]
+    use_atlas: bool
+    gd: Mapping[str, Any] | None = None
+    black_holes: Mapping[str, Any] | None = None
+
+    @property
+    def min_volume_mm3(self) -> float:
+        """``[lesions] min_volume_mm3``: the smallest lesion kept, mm3."""
+        return float(self.lesions["min_volume_mm3"])
+
+    def workflow_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of :func:`lesionq.workflows.visit.init_visit_wf` (the sections)."""
+        return {
+            "bias": self.bias,
+            "brain": self.brain,
+            "registration": self.registration,
+            "template": self.template,
+            "segmentation": self.segmentation,
+            "lesions": self.lesions,
+            "location": self.location,
+            "gd": self.gd,
+            "black_holes": self.black_holes,
+            "use_atlas": self.use_atlas,
+        }
+
+
+def visit_parameters(settings: Settings, *, use_atlas: bool = True) -> VisitParameters:
+    """The visit steps' parameters from a loaded protocol.
+
+    Parameters
+    ----------
+    settings : lesionq.config.Settings
+        The protocol (already validated, :func:`lesionq.steps.validate_settings`).
+    use_atlas : bool
+        The caller's choice; the atlas runs only when ``[template] enabled`` too.
+
+    Returns
+    -------
+    VisitParameters
+    """
+    template = dict(settings.section("template"))
+    enabled = bool(template.pop("enabled", True))
+    sections = settings.sections
+    return VisitParameters(
+        bias=settings.section("bias"),
+        brain=settings.section("brain"),
+        registration=settings.section("registration"),
+        template=template,
+        segmentation=settings.section("segmentation"),
+        lesions=settings.section("lesions"),
+        location=settings.section("location"),
+        use_atlas=bool(use_atlas and enabled),
+        gd=settings.section("gd") if "gd" in sections else None,
+        black_holes=settings.section("black_holes") if "black_holes" in sections else None,
     )
