@@ -292,10 +292,54 @@ def test_intensity_scale_invariance(phantom: Phantom) -> None:
 # --------------------------------------------------------------------------- validation
 
 
+def test_shell_lesion_counts_crowded_lesion_tissue_as_white_matter() -> None:
+    """A lesion wrapped in diffusely abnormal tissue passes the location rule only with it.
+
+    The halo is what heavy loads look like to the tissue model: T1-dark like grey
+    matter, FLAIR 3 WM SDs bright (below grey matter, so no candidate of its own).
+    Without ``shell_lesion`` its shell is "grey matter" and the lesion is rejected by
+    location; with it the FLAIR-bright shell counts as white matter where the atlas
+    says white matter, and the lesion is found. Where the atlas says grey matter
+    (``wm_prior_min``), the halo does not count and the lesion stays rejected.
+    """
+    centre, radius = (10.0, -8.0, -4.0), 2.3
+    ph = make_phantom(lesions_mm=((centre, radius),), seed=3)
+    vs = ph.voxel_size_mm
+    shape = ph.flair.shape
+    coords = np.meshgrid(
+        *[(np.arange(n) - (n - 1) / 2.0) * v for n, v in zip(shape, vs, strict=True)],
+        indexing="ij",
+    )
+    d = np.sqrt(sum((g - c) ** 2 for g, c in zip(coords, centre, strict=True)))
+    halo = (d <= radius + 4.0) & ~ph.lesions[0] & ph.brain
+    rng = np.random.default_rng(7)
+    flair, t1 = ph.flair.copy(), ph.t1.copy()
+    flair[halo] = WM[0] + 3.0 * NOISE[0] + rng.normal(0, NOISE[0], int(halo.sum()))
+    t1[halo] = GM[1] + rng.normal(0, NOISE[1], int(halo.sum()))
+    kw = dict(t1=t1, priors=ph.priors, wm_prior_min=0.3)
+
+    def verdict(res: SegmentationResult) -> str:
+        hit = [c for c in res.candidates if ph.lesions[0][tuple(round(x) for x in c.centroid_vox)]]
+        assert len(hit) == 1
+        return hit[0].reason
+
+    off = segment_lesions(flair, ph.brain, vs, **kw)
+    assert verdict(off) == "location"
+    assert not (off.mask & ph.lesions[0]).any()
+    on = segment_lesions(flair, ph.brain, vs, shell_lesion=True, **kw)
+    assert verdict(on) == "accepted"
+    assert (on.mask & ph.lesions[0]).sum() >= 0.5 * ph.lesions[0].sum()
+    grey = {k: v.copy() for k, v in ph.priors.items()}
+    grey["wm"][halo] = 0.0
+    gated = segment_lesions(flair, ph.brain, vs, shell_lesion=True, **dict(kw, priors=grey))
+    assert verdict(gated) == "location"
+
+
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
         (dict(threshold=0.0), "threshold"),
+        (dict(shell_lesion=1), "shell_lesion"),
         (dict(threshold=1.5), "threshold"),
         (dict(min_volume_mm3=-1.0), "min_volume_mm3"),
         (dict(seed_z=2.0, candidate_z=3.0), "seed_z"),
