@@ -19,6 +19,7 @@ the app does; they are re-exported here.
 
 from __future__ import annotations
 
+import gzip
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -27,11 +28,14 @@ from typing import Any
 
 import nibabel as nib
 import numpy as np
+import SimpleITK as sitk
 import sqlalchemy as sa
 
-from ..core.location import LOCATION_CLASSES
+from ..core.location import LOCATION_CLASSES, classify_locations
 from ..core.region_grow import THRESHOLD_MODES, RegionGrowth, grow_region
 from ..errors import InputError
+from ..io.atlas import load_atlas
+from ..io.sitk_bridge import nib_to_sitk, read_transform, reference_image, sitk_to_nib
 from ..store.review_added import (
     ADDED_LABEL,
     AddedLesion,
@@ -158,12 +162,6 @@ def atlas_location(
         One of :data:`lesionq.core.location.LOCATION_CLASSES`; None when the
         region is empty or the visit has no atlas transform.
     """
-    import SimpleITK as sitk
-
-    from ..core.location import classify_locations
-    from ..io.atlas import load_atlas
-    from ..io.sitk_bridge import nib_to_sitk, read_transform, reference_image, sitk_to_nib
-
     if transform_path is None or not Path(transform_path).is_file():
         return None
     if grown.growth.n_voxels == 0:
@@ -193,8 +191,6 @@ def mask_nifti(grown: Grown) -> bytes:
 
 def gzip_nifti(img: nib.Nifti1Image) -> bytes:
     """``.nii.gz`` bytes of an image (fast compression)."""
-    import gzip
-
     return gzip.compress(img.to_bytes(), compresslevel=1)
 
 
