@@ -129,6 +129,21 @@ def test_counts_close_to_phantom_truth(sample_run):
     assert false_pos <= 3, f"{false_pos} lesions invented over 3 visits"
 
 
+def test_the_in_memory_api_does_not_load_nipype():
+    """`import lesionq.api` (segment_t2, compare_visits) loads no nipype: in an interactive
+    session nipype's import would check for updates over the network unless NIPYPE_NO_ET
+    is set, which only lesionq.run and the CLI do (offline, no telemetry)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import os, sys; os.environ.pop('NIPYPE_NO_ET', None); import lesionq.api; "
+        "print(sorted(m for m in ('nipype', 'dask.distributed') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
 def test_segment_t2_is_bit_identical_across_runs():
     d = SAMPLE / "sub-phantom01/ses-02/anat/sub-phantom01_ses-02_"
     kwargs = dict(t1=f"{d}T1w.nii.gz", t2=f"{d}T2w.nii.gz", protocol="mesems_testing", n_threads=2)

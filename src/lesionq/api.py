@@ -26,7 +26,16 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
+from . import steps
 from .config import Settings, load_protocol
+from .errors import MissingInputError
+from .io.checks import check_dataset
+from .io.derivatives import OUTPUTS
+from .io.nifti import load_array, load_image
+from .io.sitk_bridge import read_transform
+from .io.tables import VISIT_COLUMNS
+from .steps.longitudinal import VisitImages, atlas_wm_prior, register_visit, transform_between
+from .steps.longitudinal import compare_visits as compare
 from .types import Volume
 
 __all__ = ["T2Result", "segment_t2", "compare_visits", "run", "check"]
@@ -34,7 +43,7 @@ __all__ = ["T2Result", "segment_t2", "compare_visits", "run", "check"]
 ImageLike = nib.Nifti1Image | str | os.PathLike[str]
 
 if TYPE_CHECKING:
-    from .steps.longitudinal import Compared, VisitImages
+    from .steps.longitudinal import Compared
 
 
 @dataclass(frozen=True)
@@ -72,8 +81,6 @@ class T2Result:
 
 
 def _volume(img: ImageLike, kind: str) -> Volume:
-    from .io.nifti import load_image
-
     if not isinstance(img, nib.spatialimages.SpatialImage):
         img = load_image(img)
     arr = np.asanyarray(img.dataobj)
@@ -113,8 +120,6 @@ def _segment_visit(
     the same mask, probability, labels and lesion table). The Gd+ and black-hole steps
     of the workflow are not run here: :func:`segment_t2` reports T2 lesions only.
     """
-    from . import steps
-
     steps.validate_settings(settings)
     p = steps.visit_parameters(settings, use_atlas=use_atlas)
     prep = steps.prepare_flair(fl, bias=p.bias, brain=p.brain, n_threads=n_threads)
@@ -235,11 +240,6 @@ def segment_t2(
 
 def _visit_from_folder(folder: Path, *, n_threads: int = 1) -> VisitImages:
     """A visit's published outputs (``OUT/sub-<s>/ses-<v>[/anat]``) as VisitImages."""
-    from .errors import MissingInputError
-    from .io.derivatives import OUTPUTS
-    from .io.nifti import load_array
-    from .steps.longitudinal import VisitImages
-
     anat = folder if folder.name == "anat" else folder / "anat"
     owner = anat.parent
     if owner.name.startswith("ses-") and owner.parent.name.startswith("sub-"):
@@ -264,9 +264,6 @@ def _visit_from_folder(folder: Path, *, n_threads: int = 1) -> VisitImages:
     flair = read("flair_preproc", "FLAIR", np.float32)
     wm_prior = None
     if path("xfm_template").is_file():  # the atlas ran for this visit: its white-matter prior
-        from .io.sitk_bridge import read_transform
-        from .steps.longitudinal import atlas_wm_prior
-
         tx = read_transform(path("xfm_template"))
         wm_prior = atlas_wm_prior(flair, tx, n_threads=n_threads)
     probseg = path("t2_probseg").is_file()
@@ -283,8 +280,6 @@ def _visit_from_folder(folder: Path, *, n_threads: int = 1) -> VisitImages:
 def _visit_images(
     visit: Any, *, settings: Settings, use_atlas: bool, n_threads: int, what: str
 ) -> VisitImages:
-    from .steps.longitudinal import VisitImages
-
     if isinstance(visit, VisitImages):
         return visit
     if isinstance(visit, str | os.PathLike) and Path(visit).is_dir():
@@ -392,10 +387,6 @@ def compare_visits(
     >>> res.counts["new_t2_count"], res.counts["enlarging_t2_count"], len(res.table)
     (5, 1, 6)
     """
-    from . import steps
-    from .steps.longitudinal import compare_visits as compare
-    from .steps.longitudinal import register_visit, transform_between
-
     settings = protocol if isinstance(protocol, Settings) else load_protocol(protocol)
     if overrides:
         settings = settings.with_overrides(overrides)
@@ -470,12 +461,14 @@ def run(
         visits included, with ``status == "failed"`` and a ``reason``; up-to-date
         visits with their stored results), plus an ``outcome`` column.
     """
-    from .batch.runner import run_dataset
-    from .io.tables import VISIT_COLUMNS
-
     settings = protocol if isinstance(protocol, Settings) else load_protocol(protocol)
     if overrides:
         settings = settings.with_overrides(overrides)
+    os.environ.setdefault("NIPYPE_NO_ET", "1")  # before nipype loads: no telemetry, ever
+    # loads nipype (the batch's workflows): only here, after NIPYPE_NO_ET is set, so that
+    # segment_t2 and compare_visits never import it
+    from .batch.runner import run_dataset
+
     summary = run_dataset(
         bids_dir,
         out_dir,
@@ -497,6 +490,4 @@ def check(
     bids_dir: str | os.PathLike[str], participant_labels: Sequence[str] | None = None
 ) -> list:
     """Run the input check battery (see :mod:`lesionq.io.checks`); returns the findings."""
-    from .io.checks import check_dataset
-
     return check_dataset(bids_dir, participant_labels=participant_labels)

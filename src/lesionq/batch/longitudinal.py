@@ -20,15 +20,19 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+from nipype import config as nipype_cfg
+from nipype import logging as nipype_logging
 
 from ..config import Settings
 from ..core.activity import combined_unique_active
+from ..core.black_holes import persistent_black_holes
 from ..errors import InputError, LesionQError, MissingInputError
 from ..interfaces.longitudinal import STATUS_OK
 from ..io.bids import VisitInputs, natural_key
@@ -44,9 +48,11 @@ from ..io.derivatives import (
 )
 from ..io.nifti import atomic_path, load_array, save_image
 from ..io.tables import LESION_LONGITUDINAL_COLUMNS, TRACK_TABLE_COLUMNS, read_tsv, write_tsv
+from ..registration.rigid import load_transform, resample_to
 from ..steps.black_holes import persistent_min_days
-from ..steps.longitudinal import CHANGE_TABLE_COLUMNS, track_visits
+from ..steps.longitudinal import CHANGE_TABLE_COLUMNS, track_visits, transform_between
 from ..types import Volume
+from ..workflows.longitudinal import init_longitudinal_wf
 from .visit import _collect_outputs, failure_reason, nipype_config
 
 __all__ = [
@@ -161,11 +167,6 @@ def _run_workflow(
     work: Path,
 ) -> dict[str, Any]:
     os.environ.setdefault("NIPYPE_NO_ET", "1")
-    from nipype import config as nipype_cfg
-    from nipype import logging as nipype_logging
-
-    from ..workflows.longitudinal import init_longitudinal_wf
-
     sessions = [str(v.session) for v in ordered]
     wf = init_longitudinal_wf(
         sessions=sessions,
@@ -347,10 +348,6 @@ def _persistent_black_holes(
     neighbour). n/a: the visit has no black-hole result or no date, or no earlier
     registered visit with a black-hole result is old enough.
     """
-    from ..core.black_holes import persistent_black_holes
-    from ..registration.rigid import load_transform, resample_to
-    from ..steps.longitudinal import transform_between
-
     subject = ordered[0].subject
     usable: dict[str, Any] = {}  # session -> (date, reference->visit transform or None)
     for index, v in enumerate(ordered):
@@ -553,8 +550,6 @@ def _publish_tracks(
     ordered: Sequence[VisitInputs],
     ref_id: str | None,
 ) -> None:
-    import shutil
-
     prov = provenance(
         settings,
         {f"FLAIR_{v.session}" if v.session else "FLAIR": v.flair for v in ordered if v.flair},

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+import resource
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -24,10 +25,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
 from ..config import Settings
 from ..io.bids import VisitInputs
 from ..io.derivatives import VISITS_TSV, output_path, remove_stale_temporaries
 from ..io.tables import LONGITUDINAL_VISIT_COLUMNS, read_tsv, write_tsv
+from ..qc.report import report_path, write_subject_report
 from ..store import ResultsDB
 from .fingerprint import fingerprint_visit, outputs_present
 from .locks import SubjectBusy, subject_lock, tables_lock
@@ -157,8 +161,6 @@ def _now() -> datetime:
 
 
 def _peak_rss_mb() -> float:
-    import resource
-
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
@@ -381,8 +383,6 @@ def _needs_longitudinal(rows: Sequence[Mapping[str, Any]], computed: bool) -> bo
 
 
 def _missing(value: Any) -> bool:
-    import pandas as pd
-
     return value is None or (not isinstance(value, str) and bool(pd.isna(value)))
 
 
@@ -451,8 +451,6 @@ def _longitudinal(
 
 def _report_stale(job: SubjectJob, computed: bool, longitudinal: str) -> bool:
     """True when the subject's QC report must be (re)rendered: results changed or report missing."""
-    from ..qc.report import report_path
-
     return (
         computed
         or longitudinal != "not_needed"
@@ -462,10 +460,6 @@ def _report_stale(job: SubjectJob, computed: bool, longitudinal: str) -> bool:
 
 def _report(job: SubjectJob) -> str | None:
     """Render the subject's QC report; a failure is logged and returned, never raised."""
-    try:
-        from ..qc.report import write_subject_report
-    except ImportError:  # pragma: no cover - qc is part of the package
-        return None
     try:
         return str(write_subject_report(job.out_dir, job.subject, settings=job.settings))
     except Exception as exc:  # a report never fails the quantification

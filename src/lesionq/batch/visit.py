@@ -14,6 +14,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
 from .._version import __version__
 from ..config import Settings
 from ..errors import LesionQError
@@ -197,10 +199,10 @@ def run_visit_workflow(
         used, whether the input was already skull-stripped).
     """
     os.environ.setdefault("NIPYPE_NO_ET", "1")
-    from nipype import config as nipype_cfg
-    from nipype import logging as nipype_logging
+    from nipype import config as nipype_cfg  # nipype: after NIPYPE_NO_ET is set
+    from nipype import logging as nipype_logging  # nipype: after NIPYPE_NO_ET is set
 
-    from ..workflows.visit import init_visit_wf
+    from ..workflows.visit import init_visit_wf  # loads nipype: after NIPYPE_NO_ET is set
 
     files = visit.images()
     contrasts = tuple(k for k in ("t1", "t2", "t1ce") if k in files)
@@ -283,8 +285,6 @@ def run_visit_workflow(
 
 def _merge_lesion_tables(t2_table: str, others: list[str], work: Path) -> Path:
     """``lesions.tsv``: the T2 rows, then the rows of ``others`` (columns: the union, T2 first)."""
-    import pandas as pd
-
     merged = read_tsv(t2_table)
     cols = list(merged.columns)
     for path in others:
@@ -348,6 +348,6 @@ def _collect_outputs(wf: Any, graph: Any) -> dict[str, Any]:
 
 
 def _defined(value: Any) -> bool:
-    from nipype.interfaces.base import isdefined
+    from nipype.interfaces.base import isdefined  # nipype: after NIPYPE_NO_ET is set
 
     return value is not None and isdefined(value)

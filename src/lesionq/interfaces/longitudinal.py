@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import SimpleITK as sitk
 from nipype.interfaces.base import (
     BaseInterfaceInputSpec,
     File,
@@ -34,9 +35,12 @@ from nipype.interfaces.base import (
     traits,
 )
 
+from ..errors import RegistrationError
 from ..io.nifti import load_array, save_image
 from ..io.sitk_bridge import read_transform, write_transform
 from ..io.tables import write_tsv
+from ..steps import longitudinal as longitudinal_steps  # register/compare: looked up per call
+from ..steps.longitudinal import VisitImages, atlas_wm_prior, track_visits, transform_between
 from ..types import Volume
 
 __all__ = [
@@ -89,8 +93,6 @@ def load_visit_images(
     session : str, optional
         Session label (for messages).
     """
-    from ..steps.longitudinal import VisitImages
-
     return VisitImages(
         flair=_load(flair, "FLAIR"),
         brain_mask=_load(brain_mask, "mask", dtype=np.uint8),
@@ -101,8 +103,6 @@ def load_visit_images(
 
 
 def _identity() -> Any:
-    import SimpleITK as sitk
-
     return sitk.Transform(3, sitk.sitkIdentity)
 
 
@@ -136,9 +136,6 @@ class RegisterVisit(SimpleInterface):
     output_spec = _RegisterOutputSpec
 
     def _run_interface(self, runtime: Any) -> Any:
-        from ..errors import RegistrationError
-        from ..steps.longitudinal import register_visit
-
         i = self.inputs
         visit = load_visit_images(i.flair, i.brain_mask, i.t2_mask, session=i.session)
         ref = load_visit_images(
@@ -148,7 +145,7 @@ class RegisterVisit(SimpleInterface):
             session=i.reference_session,
         )
         try:
-            res = register_visit(
+            res = longitudinal_steps.register_visit(
                 visit, ref, registration=dict(i.registration), n_threads=i.n_threads
             )
         except RegistrationError as exc:
@@ -261,8 +258,6 @@ class CompareVisits(SimpleInterface):
     output_spec = _CompareOutputSpec
 
     def _run_interface(self, runtime: Any) -> Any:
-        from ..steps.longitudinal import atlas_wm_prior, compare_visits, transform_between
-
         i = self.inputs
         self._results["earlier_session"] = i.earlier_session
         if i.later_status != STATUS_OK:
@@ -294,7 +289,7 @@ class CompareVisits(SimpleInterface):
         )
         later_tx = read_transform(i.later_xfm) if _opt(i.later_xfm) else _identity()
         earlier_tx = read_transform(i.earlier_xfm) if _opt(i.earlier_xfm) else _identity()
-        res = compare_visits(
+        res = longitudinal_steps.compare_visits(
             earlier,
             later,
             transform_between(later_tx, earlier_tx),
@@ -353,8 +348,6 @@ class TrackLesions(SimpleInterface):
     output_spec = _TrackOutputSpec
 
     def _run_interface(self, runtime: Any) -> Any:
-        from ..steps.longitudinal import track_visits
-
         i = self.inputs
         sessions = list(i.sessions)
         labels = list(i.labels)

@@ -22,7 +22,16 @@ from nipype.interfaces.base import (
 
 from ..io.nifti import load_array, save_image
 from ..io.sitk_bridge import write_transform
-from ..io.tables import write_tsv
+from ..io.tables import read_tsv, write_tsv
+from ..steps import (
+    atlas_priors,
+    coregister_to_flair,
+    prepare_flair,
+    segment_t2_volumes,
+    tabulate_lesions,
+)
+from ..steps.black_holes import segment_black_hole_volumes
+from ..steps.gd import segment_gd_volumes
 from ..types import Volume
 
 __all__ = [
@@ -85,8 +94,6 @@ class PrepareFLAIR(SimpleInterface):
     output_spec = _PrepareFLAIROutputSpec
 
     def _run_interface(self, runtime: Any) -> Any:
-        from ..steps import prepare_flair
-
         flair = _load(self.inputs.flair, "FLAIR")
         res = prepare_flair(
             flair,
@@ -137,8 +144,6 @@ class CoregisterToFLAIR(SimpleInterface):
     output_spec = _CoregOutputSpec
 
     def _run_interface(self, runtime: Any) -> Any:
-        from ..steps import coregister_to_flair
-
         moving = _load(self.inputs.moving, self.inputs.contrast)
         flair = _load(self.inputs.flair_preproc, "FLAIR")
         mask = _load(self.inputs.brain_mask, "mask", dtype=np.uint8)
@@ -184,8 +189,6 @@ class AtlasPriors(SimpleInterface):
     output_spec = _AtlasOutputSpec
 
     def _run_interface(self, runtime: Any) -> Any:
-        from ..steps import atlas_priors
-
         flair = _load(self.inputs.flair_preproc, "FLAIR")
         mask = _load(self.inputs.brain_mask, "mask", dtype=np.uint8)
         t1 = _load(self.inputs.t1, "T1w") if _opt(self.inputs.t1) else None
@@ -233,8 +236,6 @@ class SegmentT2(SimpleInterface):
     output_spec = _SegmentOutputSpec
 
     def _run_interface(self, runtime: Any) -> Any:
-        from ..steps import segment_t2_volumes
-
         flair = _load(self.inputs.flair_preproc, "FLAIR")
         mask = _load(self.inputs.brain_mask, "mask", dtype=np.uint8)
         t1 = _load(self.inputs.t1, "T1w") if _opt(self.inputs.t1) else None
@@ -292,8 +293,6 @@ class TabulateLesions(SimpleInterface):
     output_spec = _TabulateOutputSpec
 
     def _run_interface(self, runtime: Any) -> Any:
-        from ..steps import tabulate_lesions
-
         mask = _load(self.inputs.mask, "mask", dtype=np.uint8)
         flair = _load(self.inputs.flair_preproc, "FLAIR")
         brain = _load(self.inputs.brain_mask, "mask", dtype=np.uint8)
@@ -357,8 +356,6 @@ class SegmentGd(SimpleInterface):
     output_spec = _SegmentGdOutputSpec
 
     def _run_interface(self, runtime: Any) -> Any:
-        from ..steps.gd import segment_gd_volumes
-
         priors = _load_priors(self.inputs)
         res = segment_gd_volumes(
             _load(self.inputs.t1ce, "ce-gadolinium_T1w"),
@@ -429,9 +426,6 @@ class SegmentBlackHoles(SimpleInterface):
     output_spec = _SegmentBlackHolesOutputSpec
 
     def _run_interface(self, runtime: Any) -> Any:
-        from ..io.tables import read_tsv
-        from ..steps.black_holes import segment_black_hole_volumes
-
         res = segment_black_hole_volumes(
             _load(self.inputs.t1, "T1w"),
             _load(self.inputs.t2_labels, "labels", dtype=np.int32),

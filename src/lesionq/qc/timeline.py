@@ -48,6 +48,9 @@ from typing import Any
 
 import pandas as pd
 
+from ..errors import LesionQError
+from ..io.endpoints import compute_endpoints
+
 __all__ = [
     "SeriesSpec",
     "SERIES",
@@ -217,9 +220,6 @@ def _session(value: Any) -> str:
 
 def _scheduled_weeks(rows: pd.DataFrame, schedule: Any) -> dict[str, tuple[float | None, bool]]:
     """Session -> (week, off_schedule) from the endpoints' placement; {} when it fails."""
-    from ..errors import LesionQError
-    from ..io.endpoints import compute_endpoints
-
     try:
         _, placed = compute_endpoints(rows, schedule)
     except (LesionQError, KeyError, ValueError):
