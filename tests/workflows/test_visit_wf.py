@@ -1,11 +1,16 @@
-"""Build-only tests of the visit workflow over its options."""
+"""Build-only tests of the visit workflow over its options, and of its output nodes."""
 
 from __future__ import annotations
 
 import itertools
 
+import pandas as pd
 import pytest
+from nipype.interfaces.base import isdefined
+from nipype.interfaces.utility import IdentityInterface
+from nipype.pipeline import engine as pe
 
+from lesionq.interfaces.outputs import CollectOutputs, collected_outputs, merge_lesion_tables
 from lesionq.workflows.visit import VISIT_OUTPUTS, init_visit_wf
 
 SECTIONS = dict(
@@ -69,7 +74,31 @@ def test_black_hole_node_runs_only_with_a_t1(contrasts):
     assert {"coreg_t1", "tabulate", "prep_flair", "atlas"} <= preds
     assert ("segment_gd" in preds) == ("t1ce" in contrasts)
     succ = {s.name for s in wf._graph.successors(bh)}
-    assert succ == {"outputnode"}
+    assert succ == {"outputnode", "merge_tables"}
+
+
+@pytest.mark.parametrize(
+    ("contrasts", "merged"),
+    [((), False), (("t2",), False), (("t1",), True), (("t1ce",), True), (("t1", "t1ce"), True)],
+)
+def test_the_lesion_table_is_merged_in_the_graph(contrasts, merged):
+    """outputnode.lesions is the visit's one table: the T2 table alone, or merge_tables fed
+    by the T2, Gd+ and black-hole tables of the nodes that exist."""
+    wf = init_visit_wf(contrasts=contrasts, gd={}, black_holes={}, **SECTIONS)
+    out = wf.get_node("outputnode")
+    feeders = {
+        p.name: data["connect"]
+        for p, _, data in wf._graph.in_edges(out, data=True)
+        if ("out_file", "lesions") in data["connect"] or ("table", "lesions") in data["connect"]
+    }
+    assert set(feeders) == ({"merge_tables"} if merged else {"tabulate"})
+    if merged:
+        merge = wf.get_node("merge_tables")
+        into = {dst for _, _, d in wf._graph.in_edges(merge, data=True) for _, dst in d["connect"]}
+        expected = {"t2_table"}
+        expected |= {"gd_table"} if "t1ce" in contrasts else set()
+        expected |= {"bh_table"} if "t1" in contrasts else set()
+        assert into == expected
 
 
 def test_no_black_hole_node_without_the_protocol_section():
@@ -78,3 +107,35 @@ def test_no_black_hole_node_without_the_protocol_section():
     # the Gd+ node reports its confident count
     edges = wf._graph.get_edge_data(wf.get_node("segment_gd"), wf.get_node("outputnode"))
     assert ("gd_count_confident", "gd_count_confident") in edges["connect"]
+
+
+def test_merge_lesion_tables_keeps_t2_first_and_unites_columns(tmp_path):
+    t2 = pd.DataFrame({"lesion_id": [1, 2], "label": ["T2", "T2"], "volume_mm3": [5.0, 9.0]})
+    gd = pd.DataFrame({"lesion_id": [1], "label": ["Gd"], "confidence": [0.8]})
+    bh = pd.DataFrame(columns=["lesion_id", "label", "t1_contrast_mean"])  # no black holes
+    paths = []
+    for name, df in (("t2", t2), ("gd", gd), ("bh", bh)):
+        paths.append(tmp_path / f"{name}.tsv")
+        df.to_csv(paths[-1], sep="\t", index=False)
+    out = merge_lesion_tables(paths[0], paths[1:], tmp_path / "lesions.tsv")
+    merged = pd.read_csv(out, sep="\t")
+    assert list(merged["label"]) == ["T2", "T2", "Gd"]
+    assert list(merged.columns) == [
+        "lesion_id", "label", "volume_mm3", "confidence", "t1_contrast_mean",
+    ]  # fmt: skip
+    assert merged["confidence"].isna().tolist() == [True, True, False]
+
+
+def test_collect_outputs_is_run_and_read_back(tmp_path):
+    """The outputnode is executed (an IdentityInterface would be dropped from the graph)."""
+    wf = pe.Workflow(name="w", base_dir=str(tmp_path))
+    src = pe.Node(IdentityInterface(fields=["a"]), name="src")
+    src.inputs.a = 7
+    out = pe.Node(CollectOutputs(fields=["a", "b"]), name="outputnode")
+    wf.connect(src, "a", out, "a")
+    graph = wf.run(plugin="Linear")
+    values = collected_outputs(graph)
+    assert values["a"] == 7
+    assert not isdefined(values["b"])
+    with pytest.raises(KeyError, match="nope"):
+        collected_outputs(graph, "nope")

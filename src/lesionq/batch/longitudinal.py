@@ -35,6 +35,7 @@ from ..core.activity import combined_unique_active
 from ..core.black_holes import persistent_black_holes
 from ..errors import InputError, LesionQError, MissingInputError
 from ..interfaces.longitudinal import STATUS_OK
+from ..interfaces.outputs import collected_outputs
 from ..io.bids import VisitInputs, natural_key
 from ..io.derivatives import (
     LONGITUDINAL_OUTPUTS,
@@ -53,7 +54,7 @@ from ..steps.black_holes import persistent_min_days
 from ..steps.longitudinal import CHANGE_TABLE_COLUMNS, track_visits, transform_between
 from ..types import Volume
 from ..workflows.longitudinal import init_longitudinal_wf
-from .visit import _collect_outputs, failure_reason, nipype_config
+from .visit import failure_reason, nipype_config
 
 __all__ = [
     "order_visits",
@@ -187,7 +188,7 @@ def _run_workflow(
         for stem, path in inputs[ses].items():
             setattr(inputnode.inputs, f"{stem}_{ses}", path)
     graph = wf.run(plugin="Linear")
-    return _collect_outputs(wf, graph)
+    return collected_outputs(graph)
 
 
 def _tracks_single(inputs: Mapping[str, str], n_procs: int) -> dict[int, int]:

@@ -14,15 +14,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-
 from .._version import __version__
 from ..config import Settings
 from ..errors import LesionQError
 from ..io.bids import VisitInputs
 from ..io.checks import check_visit
 from ..io.derivatives import provenance, publish_visit
-from ..io.tables import read_tsv, write_tsv
 from ..steps.visit import visit_parameters
 
 __all__ = ["run_visit", "run_visit_workflow", "nipype_config", "failure_reason"]
@@ -199,10 +196,15 @@ def run_visit_workflow(
         used, whether the input was already skull-stripped).
     """
     os.environ.setdefault("NIPYPE_NO_ET", "1")
-    from nipype import config as nipype_cfg  # nipype: after NIPYPE_NO_ET is set
-    from nipype import logging as nipype_logging  # nipype: after NIPYPE_NO_ET is set
+    from nipype import config as nipype_cfg  # lazy: nipype loads only after NIPYPE_NO_ET is set
+    from nipype import (
+        logging as nipype_logging,  # lazy: nipype loads only after NIPYPE_NO_ET is set
+    )
 
-    from ..workflows.visit import init_visit_wf  # loads nipype: after NIPYPE_NO_ET is set
+    from ..interfaces.outputs import (
+        collected_outputs,  # lazy: nipype loads only after NIPYPE_NO_ET is set
+    )
+    from ..workflows.visit import init_visit_wf  # lazy: nipype loads only after NIPYPE_NO_ET is set
 
     files = visit.images()
     contrasts = tuple(k for k in ("t1", "t2", "t1ce") if k in files)
@@ -226,20 +228,12 @@ def run_visit_workflow(
     for key in contrasts:
         setattr(inputnode.inputs, key, str(files[key]))
     graph = wf.run(plugin="Linear")
-    outs = _collect_outputs(wf, graph)
+    outs = collected_outputs(graph)
 
     publish = {k: outs[k] for k in _ALWAYS}
     publish.update({k: outs[k] for k in _OPTIONAL if _defined(outs.get(k))})
     has_gd = _defined(outs.get("gd_lesions"))
     has_bh = _defined(outs.get("bh_lesions"))
-    if has_gd or has_bh:
-        # one lesion table per visit: the T2 rows (label "T2", ids of the T2 dseg), then
-        # the Gd+ rows (label "Gd", ids of the Gd dseg), then the black holes (label
-        # "T1hypo", ids of the T1hypo dseg)
-        extra_tables = [
-            outs[k] for k, has in (("gd_lesions", has_gd), ("bh_lesions", has_bh)) if has
-        ]
-        publish["lesions"] = _merge_lesion_tables(outs["lesions"], extra_tables, work)
     prov = provenance(settings, {_ROLES[k]: files[k] for k in ("flair", *contrasts)})
     publish_visit(
         out_dir,
@@ -283,21 +277,6 @@ def run_visit_workflow(
     }
 
 
-def _merge_lesion_tables(t2_table: str, others: list[str], work: Path) -> Path:
-    """``lesions.tsv``: the T2 rows, then the rows of ``others`` (columns: the union, T2 first)."""
-    merged = read_tsv(t2_table)
-    cols = list(merged.columns)
-    for path in others:
-        extra = read_tsv(path)
-        cols += [c for c in extra.columns if c not in cols]
-        if len(extra):
-            merged = pd.concat([merged, extra], ignore_index=True, sort=False)
-    for col in cols:
-        if col not in merged:
-            merged[col] = pd.NA
-    return write_tsv(merged[cols], work / "lesions_merged.tsv")
-
-
 def _bh_sidecar(outs: dict[str, Any], settings: Settings) -> dict[str, Any]:
     """Sidecar fields of the black-hole mask: counts, reference levels, the rule."""
     levels = dict(outs.get("bh_levels") or {})
@@ -326,28 +305,9 @@ def _bh_sidecar(outs: dict[str, Any], settings: Settings) -> dict[str, Any]:
     }
 
 
-def _collect_outputs(wf: Any, graph: Any) -> dict[str, Any]:
-    """Values that reached the workflow's outputnode.
-
-    nipype drops identity nodes from the executed graph, so each outputnode
-    field is read from the node and field that feed it.
-    """
-    outputnode = wf.get_node("outputnode")
-    sources: dict[str, tuple[str, str]] = {}
-    for src_node, _, data in wf._graph.in_edges(outputnode, data=True):
-        for src_field, dst_field in data["connect"]:
-            sources[dst_field] = (src_node.name, src_field)
-    executed = {node.name: node for node in graph.nodes()}
-    results: dict[str, dict[str, Any]] = {}
-    outs: dict[str, Any] = {}
-    for dst_field, (node_name, src_field) in sources.items():
-        if node_name not in results:
-            results[node_name] = executed[node_name].result.outputs.get()
-        outs[dst_field] = results[node_name][src_field]
-    return outs
-
-
 def _defined(value: Any) -> bool:
-    from nipype.interfaces.base import isdefined  # nipype: after NIPYPE_NO_ET is set
+    from nipype.interfaces.base import (
+        isdefined,  # lazy: nipype loads only after NIPYPE_NO_ET is set
+    )
 
     return value is not None and isdefined(value)

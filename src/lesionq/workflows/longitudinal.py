@@ -40,6 +40,7 @@ from nipype.interfaces.utility import IdentityInterface, Merge
 from nipype.pipeline import engine as pe
 
 from ..interfaces.longitudinal import CompareVisits, RegisterVisit, SelectRegistered, TrackLesions
+from ..interfaces.outputs import CollectOutputs
 
 __all__ = [
     "init_longitudinal_wf",
@@ -180,7 +181,7 @@ def init_longitudinal_wf(
         IdentityInterface(fields=longitudinal_input_fields(sessions)), name="inputnode"
     )
     outputnode = pe.Node(
-        IdentityInterface(fields=longitudinal_output_fields(sessions)), name="outputnode"
+        CollectOutputs(fields=longitudinal_output_fields(sessions)), name="outputnode"
     )
     ref = sessions[0]
     follow = sessions[1:]

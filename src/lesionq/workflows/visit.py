@@ -10,6 +10,12 @@ Graph (nodes present only for the contrasts the visit has)::
                                                                    └─ segment_bh (with a T1w
                                                                       and [black_holes]) ─ outputnode
 
+With a Gd+ or black-hole node, ``merge_tables`` joins the T2, Gd+ and black-hole tables
+into the visit's one ``lesions`` table (T2 rows first); without, ``lesions`` is the T2
+table. The ``outputnode`` is a :class:`~lesionq.interfaces.outputs.CollectOutputs`, a
+node nipype runs, so the batch reads the workflow's results from it
+(:func:`~lesionq.interfaces.outputs.collected_outputs`).
+
 No numerics and no global configuration here: every parameter is an explicit
 keyword of :func:`init_visit_wf`.
 """
@@ -22,6 +28,7 @@ from typing import Any
 from nipype.interfaces.utility import IdentityInterface
 from nipype.pipeline import engine as pe
 
+from ..interfaces.outputs import CollectOutputs, MergeLesionTables
 from ..interfaces.visit import (
     AtlasPriors,
     CoregisterToFLAIR,
@@ -53,6 +60,7 @@ VISIT_OUTPUTS = (
     "t2_mask",
     "t2_labels",
     "lesions",
+    "t2_lesions",
     "t2_count",
     "t2_volume_mm3",
     "brain_volume_mm3",
@@ -133,7 +141,7 @@ def init_visit_wf(
         raise ValueError(f"init_visit_wf: n_threads must be >= 1, got {n_threads}")
     wf = pe.Workflow(name=name)
     inputnode = pe.Node(IdentityInterface(fields=["flair", *contrasts]), name="inputnode")
-    outputnode = pe.Node(IdentityInterface(fields=list(VISIT_OUTPUTS)), name="outputnode")
+    outputnode = pe.Node(CollectOutputs(fields=list(VISIT_OUTPUTS)), name="outputnode")
 
     prep = pe.Node(
         PrepareFLAIR(bias=dict(bias), brain=dict(brain), n_threads=n_threads),
@@ -183,7 +191,7 @@ def init_visit_wf(
                 outputnode,
                 [
                     ("labels", "t2_labels"),
-                    ("table", "lesions"),
+                    ("table", "t2_lesions"),
                     ("t2_count", "t2_count"),
                     ("t2_volume_mm3", "t2_volume_mm3"),
                     ("brain_volume_mm3", "brain_volume_mm3"),
@@ -289,6 +297,19 @@ def init_visit_wf(
         )
         if gd_node is not None:
             wf.connect(gd_node, "mask", bh_node, "gd_mask")
+
+    # the visit's one lesion table: T2 rows, then Gd+ rows, then black holes
+    if gd_node is None and bh_node is None:
+        wf.connect(tab, "table", outputnode, "lesions")
+    else:
+        merge = pe.Node(MergeLesionTables(), name="merge_tables", mem_gb=0.2)
+        wf.connect(
+            [(tab, merge, [("table", "t2_table")]), (merge, outputnode, [("out_file", "lesions")])]
+        )
+        if gd_node is not None:
+            wf.connect(gd_node, "table", merge, "gd_table")
+        if bh_node is not None:
+            wf.connect(bh_node, "table", merge, "bh_table")
 
     if use_atlas:
         atlas = pe.Node(
