@@ -64,6 +64,15 @@ Rules
    ``store.review_tables``, ``store.review_rules``, ``store.review_added``; issue
    16: "the reviewed-count queries move into ``store/``"), which the review app
    re-exports (:func:`test_batch_does_not_import_review`).
+5. Imports go at the top of the module (issue 16). An import inside a function,
+   method or lambda (any import, not only of lesionq modules; ``if
+   TYPE_CHECKING:`` blocks aside) says why it is there with a ``# lazy: <reason>``
+   comment on its first line: it keeps an optional dependency optional, loads
+   nipype only after ``NIPYPE_NO_ET`` is set, keeps a heavy stack (nipype, dask,
+   SimpleITK, torch, FastAPI) out of a light entry point (``import lesionq``, the
+   command line's start-up), or breaks a cycle (``# lazy: cycle a -> b``).
+   The Alembic revisions under ``store/migrations/versions`` are left out
+   (:func:`test_imports_inside_functions_say_why`).
 
 Running this file directly prints the cycles and the upward edges found::
 
@@ -150,6 +159,16 @@ MAY_IMPORT: dict[str, set[str]] = {
 #: The batch modules the review app may import (it rewrites the tables after a review).
 REVIEW_ENTRY_POINTS = frozenset({"lesionq.batch.tables"})
 
+#: The marker an import inside a function carries on its first line (rule 5).
+LAZY_MARKER = "# lazy:"
+
+#: Alembic revisions: generated scripts, left as they are (rule 5).
+MIGRATION_VERSIONS = f"{PACKAGE}.store.migrations.versions"
+
+#: Modules exempt from rule 5 while their imports are being sorted out (none now; an
+#: entry must name a real module, :func:`test_pending_lazy_reasons_name_modules`).
+PENDING_LAZY_REASONS: frozenset[str] = frozenset()
+
 
 @dataclass(frozen=True)
 class Edge:
@@ -214,6 +233,37 @@ def _imports(tree: ast.AST) -> Iterator[tuple[ast.Import | ast.ImportFrom, str]]
                 else where
             )
             stack.append((child, inner))
+
+
+def imports_without_reason(modules: dict[str, Path] | None = None) -> dict[str, list[int]]:
+    """Imports inside functions whose first line lacks :data:`LAZY_MARKER` (rule 5).
+
+    Parameters
+    ----------
+    modules : dict, optional
+        Dotted name -> file; default :func:`package_modules`. The Alembic
+        revisions (:data:`MIGRATION_VERSIONS`) are left out.
+
+    Returns
+    -------
+    dict of str to list of int
+        Dotted module name -> the lines of its offending import statements.
+    """
+    modules = package_modules() if modules is None else modules
+    found: dict[str, list[int]] = {}
+    for name, path in modules.items():
+        if name == MIGRATION_VERSIONS or name.startswith(MIGRATION_VERSIONS + "."):
+            continue
+        text = path.read_text()
+        lines = text.splitlines()
+        bad = sorted(
+            node.lineno
+            for node, where in _imports(ast.parse(text, filename=str(path)))
+            if where == "function" and LAZY_MARKER not in lines[node.lineno - 1]
+        )
+        if bad:
+            found[name] = bad
+    return found
 
 
 def _owner(name: str, modules: dict[str, Path]) -> str:
@@ -503,6 +553,57 @@ def test_batch_does_not_import_review(edges):
     assert not bad, "\n".join(bad)
 
 
+def test_imports_inside_functions_say_why():
+    """Rule 5: an import inside a function carries ``# lazy: <reason>``."""
+    modules = package_modules()
+    found = {
+        name: lines
+        for name, lines in imports_without_reason(modules).items()
+        if name not in PENDING_LAZY_REASONS
+    }
+    assert not found, (
+        "imports inside functions without a `# lazy: <reason>` comment (move them to the top "
+        "of the module, or say why they stay; see rule 5 of this module's docstring):\n"
+        + "\n".join(
+            f"  {modules[name].relative_to(SRC)}:{line}"
+            for name, lines in sorted(found.items())
+            for line in lines
+        )
+    )
+
+
+def test_the_lazy_rule_on_a_small_tree(tmp_path):
+    src = tmp_path / "lesionq"
+    (src / "store" / "migrations" / "versions").mkdir(parents=True)
+    (src / "a.py").write_text(
+        "import os\n"
+        "from typing import TYPE_CHECKING\n"
+        "def f():\n"
+        "    import json\n"
+        "    from csv import (  # lazy: a reason\n"
+        "        reader,\n"
+        "    )\n"
+        "    if TYPE_CHECKING:\n"
+        "        import numpy\n"
+        "    g = lambda: __import__('x')\n"
+        "class C:\n"
+        "    def m(self):\n"
+        "        from . import b\n"
+    )
+    (src / "store" / "migrations" / "versions" / "v1.py").write_text(
+        "def upgrade():\n    import json\n"
+    )
+    modules = {
+        "lesionq.a": src / "a.py",
+        f"{MIGRATION_VERSIONS}.v1": src / "store" / "migrations" / "versions" / "v1.py",
+    }
+    assert imports_without_reason(modules) == {"lesionq.a": [4, 13]}
+
+
+def test_pending_lazy_reasons_name_modules():
+    assert PENDING_LAZY_REASONS <= set(package_modules())
+
+
 if __name__ == "__main__":  # pragma: no cover - a report for people
     found = import_edges()
     for kind in ("module", "function"):
@@ -516,4 +617,8 @@ if __name__ == "__main__":  # pragma: no cover - a report for people
     print("imports against the layers:")
     for e in upward_edges(found):
         print(f"  {e}  [{layer_of(e.source)} -> {layer_of(e.target)}]")
+    print("imports inside functions without a `# lazy:` reason (rule 5):")
+    for name, lines in sorted(imports_without_reason().items()):
+        pending = "  (pending: PENDING_LAZY_REASONS)" if name in PENDING_LAZY_REASONS else ""
+        print(f"  {name}: lines {', '.join(map(str, lines))}{pending}")
     sys.exit(0)

@@ -25,11 +25,11 @@ _API = {"segment_t2", "compare_visits", "run", "check", "T2Result"}
 
 def __getattr__(name: str) -> Any:
     if name in _API:
-        from . import api
+        from . import api  # lazy: PEP 562, import lesionq loads no nipype, dask or SimpleITK
 
         return getattr(api, name)
     if name == "load_protocol":
-        from .steps.registry import load_protocol
+        from .steps.registry import load_protocol  # lazy: PEP 562, as lesionq.api
 
         return load_protocol
     raise AttributeError(f"module 'lesionq' has no attribute {name!r}")

@@ -467,7 +467,7 @@ def run(
     os.environ.setdefault("NIPYPE_NO_ET", "1")  # before nipype loads: no telemetry, ever
     # loads nipype (the batch's workflows): only here, after NIPYPE_NO_ET is set, so that
     # segment_t2 and compare_visits never import it
-    from .batch.runner import run_dataset
+    from .batch.runner import run_dataset  # lazy: nipype after NIPYPE_NO_ET
 
     summary = run_dataset(
         bids_dir,

@@ -25,6 +25,8 @@ import traceback
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from distributed import Client, LocalCluster, Queue, get_client, wait
+
 from .subject import EventFn, SubjectJob, SubjectOutcome, VisitOutcome, process_subject
 
 __all__ = ["default_workers", "run_jobs", "OutcomeFn"]
@@ -145,8 +147,6 @@ def run_jobs(
 
 def _dask_task(job: SubjectJob, queue_name: str) -> SubjectOutcome:
     """Worker side: run one subject, forwarding its events to the driver's queue."""
-    from distributed import Queue, get_client
-
     queue = Queue(queue_name, client=get_client())
 
     def emit(event: dict[str, Any]) -> None:
@@ -165,8 +165,6 @@ def _run_dask(
     on_event: EventFn | None,
     on_outcome: OutcomeFn | None,
 ) -> list[SubjectOutcome]:
-    from distributed import Client, LocalCluster, Queue, wait
-
     cluster = None
     if scheduler_address is None:
         cluster = LocalCluster(

@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import socket
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +36,7 @@ from ..io.bids import VisitInputs, discover, participant_sites
 from ..io.derivatives import VISITS_TSV, ensure_writable_dir, write_dataset_description
 from ..io.endpoints import write_endpoints
 from ..io.tables import read_tsv
+from ..qc.overview import refresh_index
 from ..steps import validate_settings
 from ..store import ResultsDB
 from .executor import TASK_FAILED, run_jobs
@@ -299,8 +301,6 @@ def run_dataset(
         if "schedule" in settings.sections:
             _write_endpoints(out, settings, progress, db=db, run_id=run_id)
         if report:  # OUT/index.html, the trial overview (never raises)
-            from ..qc.overview import refresh_index
-
             refresh_index(out, settings=settings, progress=progress)
         status = "finished"
     except KeyboardInterrupt:
@@ -391,8 +391,6 @@ def _remove_scratch(out: Path, run: dict[str, Any] | None, progress: ProgressFn 
     run that :func:`_close_interrupted_run` closed; a run recorded on another
     host is left alone (whether its process is gone cannot be told from here).
     """
-    import socket
-
     if run is None:
         return
     scratch = out / ".lesionq-work" / f"run-{run['id']}"
@@ -416,8 +414,6 @@ def _remove_scratch(out: Path, run: dict[str, Any] | None, progress: ProgressFn 
 
 def _alive_here(host: str | None, pid: int | None) -> bool:
     """Whether ``pid`` is a live process on this host (False for other hosts: unknown)."""
-    import socket
-
     if not pid or host != socket.gethostname():
         return False
     try:

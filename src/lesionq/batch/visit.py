@@ -196,15 +196,12 @@ def run_visit_workflow(
         used, whether the input was already skull-stripped).
     """
     os.environ.setdefault("NIPYPE_NO_ET", "1")
-    from nipype import config as nipype_cfg  # lazy: nipype loads only after NIPYPE_NO_ET is set
-    from nipype import (
-        logging as nipype_logging,  # lazy: nipype loads only after NIPYPE_NO_ET is set
-    )
+    # nipype loads only here, after NIPYPE_NO_ET is set (no update check over the network)
+    from nipype import config as nipype_cfg  # lazy: nipype after NIPYPE_NO_ET
+    from nipype import logging as nipype_logging  # lazy: nipype after NIPYPE_NO_ET
 
-    from ..interfaces.outputs import (
-        collected_outputs,  # lazy: nipype loads only after NIPYPE_NO_ET is set
-    )
-    from ..workflows.visit import init_visit_wf  # lazy: nipype loads only after NIPYPE_NO_ET is set
+    from ..interfaces.outputs import collected_outputs  # lazy: nipype after NIPYPE_NO_ET
+    from ..workflows.visit import init_visit_wf  # lazy: nipype after NIPYPE_NO_ET
 
     files = visit.images()
     contrasts = tuple(k for k in ("t1", "t2", "t1ce") if k in files)
@@ -306,8 +303,6 @@ def _bh_sidecar(outs: dict[str, Any], settings: Settings) -> dict[str, Any]:
 
 
 def _defined(value: Any) -> bool:
-    from nipype.interfaces.base import (
-        isdefined,  # lazy: nipype loads only after NIPYPE_NO_ET is set
-    )
+    from nipype.interfaces.base import isdefined  # lazy: nipype after NIPYPE_NO_ET
 
     return value is not None and isdefined(value)

@@ -29,6 +29,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from .._version import __version__
+from ..config import load_protocol
+from ..errors import LesionQError, MissingInputError
+from ..io.bids import discover, natural_key, normalise_participant_label
+
 __all__ = ["build_parser", "main", "entry"]
 
 
@@ -76,8 +81,6 @@ def _unknown_participants(bids_dir: Path, labels: Sequence[str] | None) -> str |
     was given, or ``bids_dir`` is not a folder: the layout checks report that).
     An invalid label raises :class:`~lesionq.io.bids.BIDSLayoutError`.
     """
-    from ..io.bids import natural_key, normalise_participant_label
-
     if not labels or not bids_dir.is_dir():
         return None
     subjects = sorted(
@@ -97,8 +100,6 @@ def _unknown_participants(bids_dir: Path, labels: Sequence[str] | None) -> str |
 
 def build_parser() -> argparse.ArgumentParser:
     """Build the argument parser (exposed for documentation and tests)."""
-    from .._version import __version__
-
     parser = argparse.ArgumentParser(
         prog="lesionq",
         description="MS lesion quantification for clinical trials (T2/FLAIR lesions per visit).",
@@ -219,7 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
         "(contrast: flair, t1, t2, t1ce; series: the DICOM series number)",
     )
 
-    from ..review.cli import add_review_parsers
+    from ..review.cli import add_review_parsers  # lazy: CLI start-up (SQLAlchemy, pandas)
 
     add_review_parsers(sub)
 
@@ -297,7 +298,11 @@ def _configure_logging(verbosity: int) -> None:
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
-    from ..io.checks import check_dataset, format_findings, has_errors
+    from ..io.checks import (  # lazy: CLI start-up (nibabel, scipy, pydicom)
+        check_dataset,
+        format_findings,
+        has_errors,
+    )
 
     unknown = _unknown_participants(args.bids_dir, args.participant_label)
     if unknown:
@@ -309,11 +314,9 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from ..batch.executor import default_workers
-    from ..batch.runner import run_dataset
-    from ..config import load_protocol
-    from ..io.bids import discover
-    from ..io.derivatives import ensure_writable_dir
+    from ..batch.executor import default_workers  # lazy: CLI start-up (dask.distributed)
+    from ..batch.runner import run_dataset  # lazy: CLI start-up; nipype after NIPYPE_NO_ET
+    from ..io.derivatives import ensure_writable_dir  # lazy: CLI start-up (nibabel, scipy, pydicom)
 
     settings = load_protocol(args.pipeline)
     if args.overrides:
@@ -365,7 +368,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         command=" ".join(["lesionq", *sys.argv[1:]]) if sys.argv else "lesionq run",
     )
     if sys.stdout.isatty():
-        from .progress import RichProgress
+        from .progress import RichProgress  # lazy: CLI start-up (rich)
 
         with RichProgress() as bar:
             summary = run_dataset(
@@ -385,7 +388,10 @@ def _ingest(
     subject_map: Path | None,
     choices: Sequence[tuple[tuple[str, str, str], int]],
 ) -> Any:
-    from ..batch.ingest import ingest_upload, read_subject_map
+    from ..batch.ingest import (  # lazy: CLI start-up (pydicom, nibabel)
+        ingest_upload,
+        read_subject_map,
+    )
 
     mapping = read_subject_map(subject_map) if subject_map is not None else None
     report = ingest_upload(upload, bids_dir, subject_map=mapping, choices=dict(choices) or None)
@@ -405,8 +411,7 @@ def _db_url(text: str) -> str:
 
 def _open_existing_db(text: str) -> Any:
     """Open the results database of ``--db``; a missing SQLite file is an error."""
-    from ..errors import MissingInputError
-    from ..store import ResultsDB
+    from ..store import ResultsDB  # lazy: CLI start-up (SQLAlchemy, pandas)
 
     url = _db_url(text)
     if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).is_file():
@@ -415,7 +420,10 @@ def _open_existing_db(text: str) -> Any:
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
-    from ..batch.status import dataset_status, format_status
+    from ..batch.status import (  # lazy: CLI start-up (SQLAlchemy, pandas)
+        dataset_status,
+        format_status,
+    )
 
     db = _open_existing_db(args.db)
     try:
@@ -427,7 +435,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from ..batch.tables import export
+    from ..batch.tables import export  # lazy: CLI start-up (SQLAlchemy, pandas, matplotlib)
 
     db = _open_existing_db(args.db)
     try:
@@ -444,8 +452,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     Exit codes: 0 all visits succeeded (``run``) / no error findings (``check``);
     1 some visit failed / error findings; 2 usage or configuration error.
     """
-    from ..errors import LesionQError
-
     parser = build_parser()
     args = parser.parse_args(argv)
     _configure_logging(args.verbose)
@@ -462,7 +468,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "status":
             return _cmd_status(args)
         if args.command in ("review", "reader", "audit"):
-            from ..review.cli import run_review_command
+            from ..review.cli import run_review_command  # lazy: CLI start-up (SQLAlchemy)
 
             return run_review_command(args)
     except LesionQError as exc:

@@ -10,6 +10,16 @@ from __future__ import annotations
 
 from typing import Any
 
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
 __all__ = ["RichProgress"]
 
 
@@ -21,16 +31,6 @@ class RichProgress:
     """
 
     def __init__(self, console: Any = None) -> None:
-        from rich.console import Console
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
-
         self.console = console if console is not None else Console()
         self._progress = Progress(
             TextColumn("[bold]{task.description}"),

@@ -77,7 +77,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import scipy.ndimage as ndi
@@ -865,7 +865,6 @@ def _bounding_box(mask: np.ndarray, pad: int) -> tuple[slice, ...]:
 
 def _paste(res: ChangeDetection, box: tuple[slice, ...], shape: tuple[int, ...]) -> ChangeDetection:
     """A result computed inside ``box`` expressed on the full grid."""
-    from dataclasses import replace
 
     def full(a: np.ndarray, dtype: type) -> np.ndarray:
         out: np.ndarray = np.zeros(shape, dtype)
@@ -898,8 +897,6 @@ def _apply_wm_rule(
     res: ChangeDetection, wm: np.ndarray, new_min_wm_prior: float
 ) -> ChangeDetection:
     """Demote new lesions whose mean white-matter prior is below the minimum to stable."""
-    from dataclasses import replace
-
     idx = np.arange(1, res.n + 1)
     mean_wm = np.asarray(ndi.mean(wm, res.labels, idx), float)
     status = tuple(

@@ -740,8 +740,7 @@ def _row_number(row: Mapping[str, Any], name: str, what: str) -> float | None:
         f = float(v)
     except (TypeError, ValueError) as exc:
         raise InputError(
-            f"{row.get('participant_id')} {row.get('session_id')}: {name} must be {what}, "
-            f"got {v!r}"
+            f"{row.get('participant_id')} {row.get('session_id')}: {name} must be {what}, got {v!r}"
         ) from exc
     return None if math.isnan(f) else f
 

@@ -141,6 +141,7 @@ from typing import Any
 
 import numpy as np
 from scipy import ndimage as ndi
+from skimage.segmentation import watershed
 
 from ..errors import GeometryError, InputError, ProcessingError
 from .components import relabel_canonical
@@ -680,8 +681,6 @@ def _split_candidates(grow: np.ndarray, seeds: np.ndarray, blob: np.ndarray) -> 
     ``-blob`` (so a lesion touching an enhancing vessel stays its own
     candidate). Returns int32 candidate ids ``1..n`` (0 elsewhere).
     """
-    from skimage.segmentation import watershed
-
     comp_lab, _ = ndi.label(grow, _FULL)
     seed_lab, n_seed = ndi.label(seeds, _FULL)
     out = np.zeros(grow.shape, dtype=np.int32)

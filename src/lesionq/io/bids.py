@@ -284,8 +284,6 @@ def participant_sites(bids_dir: str | os.PathLike[str]) -> dict[str, str]:
     ``participants.tsv`` may hold a treatment arm or demographics: lesionq keeps
     its readers blind to them).
     """
-    import csv
-
     path = Path(bids_dir) / "participants.tsv"
     if not path.is_file():
         return {}

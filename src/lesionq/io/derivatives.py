@@ -18,9 +18,13 @@ the sha256 of each input file.
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import logging
 import os
+import secrets
+import shutil
+import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -471,8 +475,6 @@ def ensure_writable_dir(path: str | os.PathLike[str], *, what: str = "output fol
         The folder cannot be created or written; the message names the folder,
         the cause and the fix.
     """
-    import tempfile
-
     folder = Path(path)
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -521,8 +523,6 @@ def remove_stale_temporaries(folder: str | os.PathLike[str]) -> list[Path]:
     list of Path
         What was removed, sorted.
     """
-    import shutil
-
     root = Path(folder)
     if not root.is_dir():
         return []
@@ -557,8 +557,6 @@ def _make_staging(parent: Path) -> Path:
     Not :func:`tempfile.mkdtemp`: its folders are mode 700 whatever the umask,
     and the staging folder becomes the published ``anat`` folder.
     """
-    import secrets
-
     while True:
         staging = parent / f"{_STAGING_PREFIX}{secrets.token_hex(6)}"
         try:
@@ -576,8 +574,6 @@ def _stage_and_swap(final_dir: Path, fill: Any) -> None:
     staging folders of killed runs are removed first; on any error the staging
     folder is removed and ``final_dir`` is left as it was.
     """
-    import shutil
-
     parent = final_dir.parent
     parent.mkdir(parents=True, exist_ok=True)
     for stale in parent.glob(f"{_STAGING_PREFIX}*"):
@@ -614,8 +610,6 @@ def _stage_files(
     extra: Mapping[str, Mapping[str, Any]] | None,
     reference: str | None,
 ) -> dict[str, Path]:
-    import shutil
-
     published: dict[str, Path] = {}
     for key, src in sorted(files.items()):
         spec = OUTPUTS[key]
@@ -731,9 +725,6 @@ def publish_visit_update(
     lesionq.errors.MissingInputError
         The visit has no published ``anat`` folder to update.
     """
-    import fnmatch
-    import shutil
-
     final_dir = visit_dir(out_dir, subject, session)
     if not final_dir.is_dir():
         raise MissingInputError(

@@ -338,7 +338,7 @@ def otsu_brain_mask(
 
 def _deepbet_model_paths() -> tuple[Path, Path]:
     try:
-        from deepbet.utils import DATA_PATH
+        from deepbet.utils import DATA_PATH  # lazy: torch, for the deepbet method only
     except ImportError as exc:  # pragma: no cover - deepbet is a hard dependency
         raise ProcessingError(f"deepbet is not installed ({exc}); pip install deepbet") from exc
     model, bbox = (
@@ -358,7 +358,7 @@ def _deepbet_model_paths() -> tuple[Path, Path]:
 def _deepbet_extractor():
     """deepbet's BrainExtraction on the CPU, loaded once per process."""
     model, bbox = _deepbet_model_paths()
-    from deepbet import BrainExtraction
+    from deepbet import BrainExtraction  # lazy: torch, for the deepbet method only
 
     return BrainExtraction(no_gpu=True, model_path=str(model), bbox_model_path=str(bbox))
 
@@ -401,7 +401,7 @@ def deepbet_brain_mask(
         raise InputError(f"deepbet threshold must be in (0, 1), got {threshold}")
     if n_threads < 1:
         raise InputError(f"n_threads must be >= 1, got {n_threads}")
-    import torch
+    import torch  # lazy: torch, for the deepbet method only
 
     x_ras, _, ornt = to_closest_ras(x.astype(np.float32), a)
     x_ras = np.ascontiguousarray(x_ras)

@@ -25,7 +25,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import jinja2
 import pandas as pd
+from markupsafe import Markup
 
 from .._version import __version__
 from ..errors import MissingInputError
@@ -106,8 +108,6 @@ def _latest(t: tl.Timeline, spec: tl.SeriesSpec) -> str:
 
 
 def _render(context: Mapping[str, Any]) -> str:
-    import jinja2
-
     env = jinja2.Environment(
         loader=jinja2.PackageLoader("lesionq.qc", "templates"),
         autoescape=jinja2.select_autoescape(["html", "j2"]),
@@ -203,8 +203,6 @@ def write_index(out_dir: str | os.PathLike[str], *, settings: Any = None) -> Pat
         for n, p in enumerate(tl.schedule_periods(schedule) if schedule is not None else ())
     ]
     links = [(name, name) for name in (VISITS_TSV, "endpoints.tsv") if (out / name).is_file()]
-    from markupsafe import Markup
-
     context = {
         "version": __version__,
         "rows": rows,

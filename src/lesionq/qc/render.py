@@ -21,6 +21,7 @@ identifying data.
 from __future__ import annotations
 
 import io
+import textwrap
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -276,8 +277,6 @@ def _wrap(text: str, max_chars: float) -> list[str]:
     >>> _wrap("radiological convention: patient's right (R) on the viewer's left", 30)
     ['radiological convention:', "patient's right (R) on the", "viewer's left"]
     """
-    import textwrap
-
     return textwrap.wrap(text, width=max(10, int(max_chars)), break_long_words=True) or [""]
 
 

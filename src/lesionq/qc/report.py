@@ -41,14 +41,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import jinja2
 import numpy as np
 import pandas as pd
+from markupsafe import Markup
 
 from .._version import __version__
 from ..errors import MissingInputError
 from ..io.derivatives import VISITS_TSV, output_path, subject_output_path, visit_prefix
 from ..io.endpoints import load_schedule
-from ..io.nifti import atomic_write_text, load_array
+from ..io.nifti import atomic_path, atomic_write_text, load_array
 from ..io.tables import read_tsv
 from . import render
 from . import timeline as tl
@@ -263,8 +265,6 @@ def _save(
 ) -> Path:
     dest = figure_path(out_dir, subject, session, key, rendered.fmt)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    from ..io.nifti import atomic_path
-
     with atomic_path(dest) as tmp:
         tmp.write_bytes(rendered.data)
     return dest
@@ -580,8 +580,6 @@ def _reference_of(out_dir: Path, subject: str, session: str | None, visits: Any)
 
 
 def _render_page(context: Mapping[str, Any]) -> str:
-    import jinja2
-
     env = jinja2.Environment(
         loader=jinja2.PackageLoader("lesionq.qc", "templates"),
         autoescape=jinja2.select_autoescape(["html", "j2"]),
@@ -691,8 +689,6 @@ def write_subject_report(
         page_visits.append(visit)
     timeline_svg = ""
     if visits is not None and len(visits):
-        from markupsafe import Markup
-
         try:
             timeline = tl.build_timeline(visits, load_schedule(out, settings))
             timeline_svg = Markup(

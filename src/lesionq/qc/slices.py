@@ -29,6 +29,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
+from nibabel.orientations import apply_orientation, inv_ornt_aff, io_orientation
+from skimage.feature import canny
 
 __all__ = [
     "AXES",
@@ -101,8 +103,6 @@ def canonical(array: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.nda
     >>> ras[:, 0, 0].tolist(), float(aff[0, 0])
     ([3, 0], 1.0)
     """
-    from nibabel.orientations import apply_orientation, inv_ornt_aff, io_orientation
-
     arr = np.asarray(array)
     aff = np.asarray(affine, dtype=float)
     if arr.ndim != 3:
@@ -138,8 +138,6 @@ def canonical_index(
     >>> canonical_index(np.diag([-2.0, 2.0, 3.0, 1.0]), (10, 12, 5), (0, 3, 4))
     (9, 3, 4)
     """
-    from nibabel.orientations import io_orientation
-
     ornt = io_orientation(np.asarray(affine, dtype=float))
     ijk = [int(v) for v in ijk]
     out = [0, 0, 0]
@@ -513,8 +511,6 @@ def edge_map(image2d: np.ndarray, *, sigma: float = 1.0, quantile: float = 0.85)
     ndarray of bool, shape (rows, cols)
         True on edge pixels; all False on a constant slice.
     """
-    from skimage.feature import canny
-
     if not 0.1 < float(quantile) < 1:
         raise ValueError(f"quantile: expected in (0.1, 1), got {quantile}")
     img = np.nan_to_num(np.asarray(image2d, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)

@@ -36,7 +36,7 @@ __all__ = [
 
 def __getattr__(name: str) -> Any:
     if name == "create_app":
-        from .app import create_app
+        from .app import create_app  # lazy: PEP 562, create_app loads FastAPI on first use only
 
         return create_app
     raise AttributeError(f"module 'lesionq.review' has no attribute {name!r}")

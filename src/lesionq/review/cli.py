@@ -31,6 +31,10 @@ import os
 from pathlib import Path
 
 from ..errors import ConfigError, InputError, MissingInputError
+from ..store import ResultsDB
+from ..store.auditchain import verify_chain
+from . import auth
+from .auth import DEFAULT_SESSION_TTL_S, ROLES
 
 __all__ = ["add_review_parsers", "run_review_command", "COMMANDS"]
 
@@ -42,8 +46,6 @@ COMMANDS: tuple[str, ...] = ("review", "reader", "audit")
 
 def add_review_parsers(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Add the ``review``, ``reader`` and ``audit`` sub-commands to ``lesionq``'s sub-parsers."""
-    from .auth import DEFAULT_SESSION_TTL_S, ROLES
-
     rev = subparsers.add_parser("review", help="serve the radiologists' review web app")
     rev.add_argument("--db", required=True, help="results database URL or SQLite file")
     rev.add_argument("--out", required=True, type=Path, help="output folder of lesionq run")
@@ -126,9 +128,6 @@ def _actor() -> str:
 
 
 def _reader_command(args: argparse.Namespace) -> int:
-    from ..store import ResultsDB
-    from . import auth
-
     db = ResultsDB.open(_db_url(args.db))
     try:
         if args.action == "list":
@@ -169,9 +168,6 @@ def _reader_command(args: argparse.Namespace) -> int:
 
 
 def _audit_command(args: argparse.Namespace) -> int:
-    from ..store import ResultsDB
-    from ..store.auditchain import verify_chain
-
     db = ResultsDB.open(_db_url(args.db))
     try:
         with db.engine.connect() as conn:
@@ -188,9 +184,9 @@ def _audit_command(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    import uvicorn
+    import uvicorn  # lazy: CLI start-up (uvicorn)
 
-    from .app import create_app
+    from .app import create_app  # lazy: CLI start-up (FastAPI)
 
     if not Path(args.out).is_dir():
         raise ConfigError(f"--out {args.out}: not a folder")

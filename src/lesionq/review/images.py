@@ -21,7 +21,7 @@ import numpy as np
 
 from ..io.derivatives import output_path
 from ..io.nifti import load_image
-from ..qc import FIGURES, canonical, figure_path, render_slice_png
+from ..qc import FIGURES, canonical, canonical_index, figure_path, render_slice_png
 from ..qc.slices import AXES, intensity_window
 
 __all__ = [
@@ -235,8 +235,6 @@ def canonical_slice_of(
     >>> canonical_slice_of(np.diag([2.0, 2.0, 4.0, 1.0]), (10, 10, 9), (3.0, 5.0, 16.2), "axial")
     4
     """
-    from ..qc import canonical_index
-
     ijk = np.linalg.solve(np.asarray(affine, float), np.array([*point_mm, 1.0]))[:3]
     ijk = np.clip(np.rint(ijk), 0, np.asarray(shape[:3]) - 1).astype(int)
     return int(canonical_index(affine, tuple(int(s) for s in shape[:3]), ijk)[AXES[axis]])  # type: ignore[arg-type]

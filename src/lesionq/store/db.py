@@ -32,6 +32,7 @@ from typing import Any, TypeVar
 
 import pandas as pd
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 
 from ..errors import ConfigError, InputError
 from ..io.tables import LONGITUDINAL_VISIT_COLUMNS, VISIT_COLUMNS, VISIT_DTYPES
@@ -311,8 +312,6 @@ class ResultsDB:
     @staticmethod
     def _insert_ignore(conn: sa.Connection, table: Any, values: dict[str, Any]) -> None:
         """INSERT ... ON CONFLICT DO NOTHING (a row another process inserted first is kept)."""
-        from sqlalchemy.dialects import postgresql, sqlite
-
         if conn.dialect.name == "postgresql":
             conn.execute(postgresql.insert(table).values(**values).on_conflict_do_nothing())
         else:

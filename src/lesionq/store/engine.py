@@ -12,10 +12,17 @@
 from __future__ import annotations
 
 import logging
+import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from alembic.util.exc import CommandError
 from sqlalchemy import event
 
 from ..errors import ConfigError
@@ -78,9 +85,6 @@ def _set_wal(cur: Any) -> str:
     handler for it: two processes opening a new database at once would see
     "database is locked". Once one of them has switched, the mode is read, not set.
     """
-    import sqlite3
-    import time
-
     deadline = time.monotonic() + BUSY_TIMEOUT_S
     delay = 0.01
     while True:
@@ -149,8 +153,6 @@ def alembic_config(url_or_connection: str | sa.URL | sa.Connection) -> Any:
 
     Give a connection (used as is, inside its transaction) or a URL.
     """
-    from alembic.config import Config
-
     cfg = Config()
     cfg.set_main_option("script_location", str(_MIGRATIONS_DIR).replace("%", "%%"))
     cfg.set_main_option("path_separator", "os")
@@ -166,8 +168,6 @@ def alembic_config(url_or_connection: str | sa.URL | sa.Connection) -> Any:
 
 def current_revision(engine: sa.Engine) -> str | None:
     """The Alembic revision the database is at (None for an empty database)."""
-    from alembic.runtime.migration import MigrationContext
-
     with engine.connect() as conn:
         rev = MigrationContext.configure(conn).get_current_revision()
         conn.rollback()
@@ -176,8 +176,6 @@ def current_revision(engine: sa.Engine) -> str | None:
 
 def head_revision() -> str:
     """The newest revision of this package's migrations (e.g. ``"0001_initial"``)."""
-    from alembic.script import ScriptDirectory
-
     head = ScriptDirectory.from_config(alembic_config("sqlite:///unused.sqlite")).get_current_head()
     if head is None:  # pragma: no cover - the package ships its migrations
         raise ConfigError(f"results database: no migrations found in {_MIGRATIONS_DIR}")
@@ -192,9 +190,6 @@ def upgrade(engine: sa.Engine, revision: str = HEAD_REVISION) -> None:
     ``BEGIN IMMEDIATE``) or an advisory lock (PostgreSQL); the others wait,
     then find the schema up to date.
     """
-    from alembic import command
-    from alembic.util.exc import CommandError
-
     if revision == HEAD_REVISION and current_revision(engine) == head_revision():
         return
     with engine.connect() as conn:

@@ -35,6 +35,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pydicom
+from pydicom.errors import InvalidDicomError
 
 from ...errors import CorruptFileError
 from ..deid import hash_uid, identifying_values
@@ -232,9 +234,6 @@ def read_header(path: str | os.PathLike[str]) -> DicomHeader:
         pydicom cannot parse the file, or it lacks ``SOPInstanceUID`` /
         ``SeriesInstanceUID`` (not an image of a series, or truncated).
     """
-    import pydicom
-    from pydicom.errors import InvalidDicomError
-
     p = Path(path)
     try:
         ds = pydicom.dcmread(p, stop_before_pixels=True)
@@ -496,8 +495,6 @@ def pixel_digest(series: DicomSeries) -> str:
         A file cannot be read, has no pixel data or is truncated; the message
         names the file.
     """
-    import pydicom
-
     h = hashlib.sha256()
     for path in series.files:
         try:

@@ -16,6 +16,7 @@ from typing import Any
 import sqlalchemy as sa
 from alembic import context
 
+from lesionq.store.engine import create_store_engine
 from lesionq.store.models import Base
 
 
@@ -41,8 +42,6 @@ def run_migrations(config: Any) -> None:
     )
     if not url:
         raise RuntimeError("lesionq migrations: give -x url=<database URL> or sqlalchemy.url")
-    from lesionq.store.engine import create_store_engine
-
     engine = create_store_engine(url)
     try:
         with engine.connect() as conn:
