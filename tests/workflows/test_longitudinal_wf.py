@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import json
 
+import nibabel as nib
 import numpy as np
 import pytest
+from nipype.interfaces.base import isdefined
 
 from lesionq.interfaces.longitudinal import (
     REGISTRATION_FAILED,
     STATUS_OK,
+    CombinedUniqueActive,
     RegisterVisit,
     SelectRegistered,
     TrackLesions,
@@ -50,6 +53,7 @@ def test_graph_has_the_nodes_of_each_follow_up(sessions):
     expected = {"inputnode", "outputnode", "track", "merge_labels"}
     expected |= {f"register_ses{s}" for s in follow}
     expected |= {f"compare_ses{s}_previous" for s in follow}
+    expected |= {f"cua_ses{s}" for s in follow}
     expected |= {f"compare_ses{s}_baseline" for s in follow[1:]}
     expected |= {f"last_registered_ses{s}" for s in follow[:-1]}
     if follow:
@@ -65,6 +69,13 @@ def test_graph_has_the_nodes_of_each_follow_up(sessions):
     for s in follow:
         assert wf.get_node(f"register_ses{s}").n_procs == 2
         assert wf.get_node(f"compare_ses{s}_previous").n_procs == 2
+        # CUA: the visit's Gd+ labels and its change labels vs the *previous* visit
+        cua = wf.get_node(f"cua_ses{s}")
+        assert _edges(wf, f"compare_ses{s}_previous", f"cua_ses{s}") == {
+            ("change_labels", "change_labels")
+        }
+        assert _edges(wf, "inputnode", f"cua_ses{s}") == {(f"gd_labels_{s}", "gd_labels")}
+        assert cua.name == f"cua_ses{s}"
 
 
 def test_follow_ups_compare_with_the_last_registered_and_the_reference():
@@ -207,3 +218,22 @@ def test_track_lesions_skips_unregistered_visits(files, tmp_path):
             transforms=[],
             reference=labels[0],
         ).run(cwd=str(tmp_path))
+
+
+def test_cua_node_counts_each_physical_lesion_once_and_is_na_without_inputs(tmp_path):
+    gd = np.zeros((12, 12, 12), np.int32)
+    ne = np.zeros_like(gd)
+    gd[2:4, 2:4, 2:4] = 1  # enhancing and new: one lesion
+    ne[3:5, 3:5, 3:5] = 1
+    gd[8:10, 8:10, 8:10] = 2  # enhancing only
+    ne[2:4, 8:10, 8:10] = 2  # new only
+    paths = {}
+    for name, arr in (("gd", gd), ("ne", ne)):
+        paths[name] = str(tmp_path / f"{name}.nii.gz")
+        nib.save(nib.Nifti1Image(arr, np.eye(4)), paths[name])
+    res = CombinedUniqueActive(gd_labels=paths["gd"], change_labels=paths["ne"]).run(
+        cwd=str(tmp_path)
+    )
+    assert res.outputs.cua_count == 3
+    alone = CombinedUniqueActive(change_labels=paths["ne"]).run(cwd=str(tmp_path))
+    assert not isdefined(alone.outputs.cua_count)  # no Gd+ result: n/a, never 0

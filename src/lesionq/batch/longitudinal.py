@@ -29,9 +29,9 @@ import numpy as np
 import pandas as pd
 from nipype import config as nipype_cfg
 from nipype import logging as nipype_logging
+from nipype.interfaces.base import isdefined
 
 from ..config import Settings
-from ..core.activity import combined_unique_active
 from ..core.black_holes import persistent_black_holes
 from ..errors import InputError, LesionQError, MissingInputError
 from ..interfaces.longitudinal import STATUS_OK
@@ -152,10 +152,12 @@ def _inputs_of(out: Path, visit: VisitInputs) -> dict[str, str]:
         if not p.is_file():
             raise MissingInputError(f"{p}: published output missing (needed by longitudinal)")
         files[stem] = str(p)
-    # optional: the atlas transform (absent when the protocol disables the atlas)
-    p = output_path(out, visit.subject, visit.session, "xfm_template")
-    if p.is_file():
-        files["xfm_template"] = str(p)
+    # optional: the atlas transform (absent when the protocol disables the atlas) and the
+    # Gd+ labels (absent without a post-contrast T1w or a [gd] section)
+    for key in ("xfm_template", "gd_labels"):
+        p = output_path(out, visit.subject, visit.session, key)
+        if p.is_file():
+            files[key] = str(p)
     return files
 
 
@@ -208,19 +210,6 @@ def _counts(outs: Mapping[str, Any], ses: str) -> dict[str, Any]:
         vol = "t2_volume_change_mm3" if not suffix else "t2_volume_change_vs_baseline_mm3"
         out[vol] = round(float(counts["t2_volume_change_mm3"]), 3)
     return out
-
-
-def _cua_count(gd_labels: Path, change_labels: str) -> int | None:
-    """Combined unique active lesions of a follow-up (None without a Gd+ result).
-
-    Gd+ lesions and the new/enlarging T2 lesions since the previous visit, each
-    physical lesion once (:func:`lesionq.core.activity.combined_unique_active`).
-    """
-    if not Path(gd_labels).is_file():
-        return None
-    gd, _ = load_array(gd_labels, dtype=np.int32)
-    ne, _ = load_array(change_labels, dtype=np.int32)
-    return int(combined_unique_active(gd, ne).cua_count)
 
 
 def _read_json(path: str) -> dict[int, Any]:
@@ -471,9 +460,8 @@ def run_subject_longitudinal(
                 roles["previous_FLAIR"] = raw[prev].flair
                 row["previous_session_id"] = f"ses-{prev}"
                 row.update(longitudinal_status=STATUS_OK, **_counts(outs, ses))
-                row["cua_count"] = _cua_count(
-                    output_path(out, subject, ses, "gd_labels"), outs[f"change_labels_{ses}"]
-                )
+                cua = outs.get(f"cua_count_{ses}")
+                row["cua_count"] = int(cua) if isdefined(cua) and cua is not None else None
                 files.update({key: Path(outs[f"{field}_{ses}"]) for key, field in _FILES.items()})
                 extra["newenlarging_mask"] = {
                     "NewLesionCount": row["new_t2_count"],

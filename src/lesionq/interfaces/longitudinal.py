@@ -35,6 +35,7 @@ from nipype.interfaces.base import (
     traits,
 )
 
+from ..core.activity import combined_unique_active
 from ..errors import RegistrationError
 from ..io.nifti import load_array, save_image
 from ..io.sitk_bridge import read_transform, write_transform
@@ -50,6 +51,7 @@ __all__ = [
     "SelectRegistered",
     "CompareVisits",
     "TrackLesions",
+    "CombinedUniqueActive",
     "load_visit_images",
 ]
 
@@ -376,4 +378,35 @@ class TrackLesions(SimpleInterface):
         path = Path(_out(runtime, "tracks.json"))
         path.write_text(json.dumps(body, indent=1) + "\n", encoding="utf-8")
         self._results["tracks"] = str(path)
+        return runtime
+
+
+class _ActiveInputSpec(BaseInterfaceInputSpec):
+    gd_labels = File(exists=True, desc="the follow-up's Gd+ lesion labels (undefined: no Gd+)")
+    change_labels = File(
+        exists=True, desc="new/enlarging T2 labels vs the previous visit (undefined: not compared)"
+    )
+
+
+class _ActiveOutputSpec(TraitedSpec):
+    cua_count = traits.Int(desc="combined unique active lesions (undefined without both inputs)")
+
+
+class CombinedUniqueActive(SimpleInterface):
+    """CUA count of a follow-up: its Gd+ lesions and its new/enlarging T2 lesions, each once.
+
+    :func:`lesionq.core.activity.combined_unique_active` on the visit's Gd+ labels and
+    the change labels of its comparison with the previous visit (both on the follow-up's
+    FLAIR grid). Without a Gd+ result or a comparison the count stays undefined (n/a).
+    """
+
+    input_spec = _ActiveInputSpec
+    output_spec = _ActiveOutputSpec
+
+    def _run_interface(self, runtime: Any) -> Any:
+        i = self.inputs
+        if isdefined(i.gd_labels) and isdefined(i.change_labels):
+            gd, _ = load_array(i.gd_labels, dtype=np.int32)
+            ne, _ = load_array(i.change_labels, dtype=np.int32)
+            self._results["cua_count"] = int(combined_unique_active(gd, ne).cua_count)
         return runtime

@@ -14,7 +14,7 @@ visit's lesion labels onto the reference grid.
 
 Graph, for sessions ``A`` (reference), ``B``, ``C``, ``D`` in time order::
 
-    inputnode ─┬─ register_sesB ─┬─ compare_sesB_previous (B vs A, also B vs baseline)
+    inputnode ─┬─ register_sesB ─┬─ compare_sesB_previous (B vs A, also B vs baseline) ─ cua_sesB
                │                 └─ last_registered_sesB ─┐  (B, or A if B failed)
                ├─ register_sesC ─┬─ compare_sesC_previous ◄┘  (C vs last registered)
                │                 ├─ compare_sesC_baseline     (C vs A)
@@ -22,6 +22,11 @@ Graph, for sessions ``A`` (reference), ``B``, ``C``, ``D`` in time order::
                ├─ register_sesD ─┬─ compare_sesD_previous ◄┘
                │                 └─ compare_sesD_baseline
                └─ merge_labels / merge_status / merge_xfms ── track ── outputnode
+
+``cua_ses<v>`` counts the follow-up's combined unique active lesions (its Gd+ lesions,
+input ``gd_labels_<v>``, and its new/enlarging T2 lesions since the previous visit,
+each physical lesion once); ``cua_count_<v>`` stays undefined without a Gd+ result or
+a comparison.
 
 A follow-up whose registration fails its checks gets ``registration_status_<v>
 = "registration_failed: <reason>"``: it is not compared, not tracked, and never
@@ -39,7 +44,13 @@ from typing import Any
 from nipype.interfaces.utility import IdentityInterface, Merge
 from nipype.pipeline import engine as pe
 
-from ..interfaces.longitudinal import CompareVisits, RegisterVisit, SelectRegistered, TrackLesions
+from ..interfaces.longitudinal import (
+    CombinedUniqueActive,
+    CompareVisits,
+    RegisterVisit,
+    SelectRegistered,
+    TrackLesions,
+)
 from ..interfaces.outputs import CollectOutputs
 
 __all__ = [
@@ -59,6 +70,7 @@ VISIT_INPUTS: tuple[str, ...] = (
     "probseg",
     "labels",
     "xfm_template",
+    "gd_labels",
 )
 
 #: Per-follow-up outputnode fields (suffixed ``_<session>``).
@@ -78,6 +90,7 @@ FOLLOWUP_OUTPUTS: tuple[str, ...] = (
     "change_table_baseline",
     "lesion_statuses_baseline",
     "counts_baseline",
+    "cua_count",
 )
 
 _LABEL = re.compile(r"^[0-9a-zA-Z]+$")
@@ -267,6 +280,16 @@ def init_longitudinal_wf(
                 ]
             )
         wf.connect([(prev, outputnode, [(src, f"{dst}_{ses}") for src, dst in _PREVIOUS.items()])])
+        # combined unique activity: the follow-up's Gd+ lesions and its new/enlarging T2
+        # lesions since the previous visit, each physical lesion once
+        cua = pe.Node(CombinedUniqueActive(), name=f"cua_ses{ses}", mem_gb=0.5)
+        wf.connect(
+            [
+                (inputnode, cua, [(f"gd_labels_{ses}", "gd_labels")]),
+                (prev, cua, [("change_labels", "change_labels")]),
+                (cua, outputnode, [("cua_count", f"cua_count_{ses}")]),
+            ]
+        )
         if idx == 0:
             # the only earlier visit is the reference: one comparison serves both
             base = prev
