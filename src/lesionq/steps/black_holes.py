@@ -24,9 +24,9 @@ import numpy as np
 import pandas as pd
 
 from ..core.black_holes import BlackHoleSegmentation, segment_black_holes
-from ..errors import GeometryError
 from ..types import Volume
 from .registry import SECTIONS, persistent_min_days
+from .visit import on_grid
 
 __all__ = [
     "BH_LABEL",
@@ -129,13 +129,7 @@ def check_black_holes_section(section: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _on_grid(name: str, vol: Volume, ref: Volume) -> np.ndarray:
-    if not vol.same_grid(ref):
-        raise GeometryError(
-            f"{name} ({vol.kind or 'image'}) is not on the FLAIR grid of the T2 lesion labels: "
-            f"shape {vol.shape} vs {ref.shape}, or affines differ by > 1e-4 mm; resample it onto "
-            "the FLAIR first (lesionq.steps.coregister_to_flair)"
-        )
-    return np.asarray(vol.array)
+    return on_grid(name, vol, ref, "the FLAIR grid of the T2 lesion labels")
 
 
 def _table(

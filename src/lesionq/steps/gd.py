@@ -21,9 +21,9 @@ import numpy as np
 import pandas as pd
 
 from ..core.enhancement import GD_INPUTS, GdSegmentation, segment_enhancing
-from ..errors import GeometryError
 from ..types import Volume
 from .registry import SECTIONS
+from .visit import on_grid
 
 __all__ = [
     "GdResult",
@@ -140,16 +140,6 @@ def _check_gd_section(gd: Mapping[str, Any]) -> dict[str, Any]:
     return SECTIONS["gd"].kwargs(gd)
 
 
-def _on_grid(name: str, vol: Volume, ref: Volume) -> np.ndarray:
-    if not vol.same_grid(ref):
-        raise GeometryError(
-            f"{name} ({vol.kind or 'image'}) is not on the FLAIR grid: shape {vol.shape} vs "
-            f"{ref.shape}, or affines differ by > 1e-4 mm; resample it onto the FLAIR first "
-            "(lesionq.steps.coregister_to_flair)"
-        )
-    return np.asarray(vol.array)
-
-
 def _tables(res: GdSegmentation, affine: np.ndarray) -> tuple[pd.DataFrame, pd.DataFrame]:
     n = len(res.lesions)
     cen = np.array([les.centroid_vox for les in res.lesions], dtype=float).reshape(n, 3)
@@ -248,21 +238,21 @@ def segment_gd_volumes(
     """
     kwargs = _check_gd_section(gd)
     confident_min = float(gd.get("confident_min", GD_STEP_KEYS["confident_min"]))
-    post = _on_grid("t1ce (post-contrast T1)", t1ce, flair).astype(np.float32, copy=False)
-    mask = _on_grid("brain_mask", brain_mask, flair) > 0
+    post = on_grid("t1ce (post-contrast T1)", t1ce, flair).astype(np.float32, copy=False)
+    mask = on_grid("brain_mask", brain_mask, flair) > 0
     pre = None
     if t1 is not None:
-        pre = _on_grid("t1 (pre-contrast T1)", t1, flair).astype(np.float32, copy=False)
+        pre = on_grid("t1 (pre-contrast T1)", t1, flair).astype(np.float32, copy=False)
     prior_arrays = None
     location = None
     if priors is not None:
         prior_arrays = {
-            k: _on_grid(f"priors[{k!r}]", v, flair).astype(np.float32, copy=False)
+            k: on_grid(f"priors[{k!r}]", v, flair).astype(np.float32, copy=False)
             for k, v in priors.items()
             if k in ("wm", "gm", "csf")
         }
         if "location" in priors:
-            location = _on_grid("priors['location']", priors["location"], flair).astype(
+            location = on_grid("priors['location']", priors["location"], flair).astype(
                 np.int32, copy=False
             )
     res = segment_enhancing(

@@ -26,7 +26,7 @@ from ..core.components import label_lesions, lesion_table
 from ..core.location import classify_locations
 from ..core.segmentation import segment_lesions
 from ..core.units import voxels_to_mm3
-from ..errors import ConfigError
+from ..errors import ConfigError, GeometryError
 from ..io.atlas import load_atlas
 from ..preprocess.bias import correct_bias
 from ..preprocess.brain import brain_mask as find_brain
@@ -47,6 +47,7 @@ __all__ = [
     "LESION_TABLE_COLUMNS",
     "VisitParameters",
     "visit_parameters",
+    "on_grid",
 ]
 
 LOGGER = logging.getLogger(__name__)
@@ -489,3 +490,35 @@ def visit_parameters(settings: Settings, *, use_atlas: bool = True) -> VisitPara
         gd=settings.section("gd") if "gd" in sections else None,
         black_holes=settings.section("black_holes") if "black_holes" in sections else None,
     )
+
+
+def on_grid(name: str, vol: Volume, ref: Volume, grid: str = "the FLAIR grid") -> np.ndarray:
+    """The array of ``vol``, checked to lie on the grid of ``ref``.
+
+    Parameters
+    ----------
+    name : str
+        What ``vol`` is, for the message (``"t1ce (post-contrast T1)"``).
+    vol, ref : Volume
+        The image and the image whose grid it must share (shape and affine within
+        1e-4 mm, :meth:`lesionq.types.Volume.same_grid`).
+    grid : str
+        The reference grid's name in the message.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``vol.array``.
+
+    Raises
+    ------
+    lesionq.errors.GeometryError
+        Not on that grid; the message says to resample it first.
+    """
+    if not vol.same_grid(ref):
+        raise GeometryError(
+            f"{name} ({vol.kind or 'image'}) is not on {grid}: shape {vol.shape} vs "
+            f"{ref.shape}, or affines differ by > 1e-4 mm; resample it onto the FLAIR first "
+            "(lesionq.steps.coregister_to_flair)"
+        )
+    return np.asarray(vol.array)
