@@ -107,8 +107,14 @@ def test_read_disagree_adjudicate_in_chromium(
         )
         assert page.text_content("#slice-label") == "5 / 6"
         shot(page, "02_visit_reader1")
+        volume_before = page.text_content("#provisional-t2-volume")
         decide(page, "T2-3", "reject")
         assert page.text_content("#provisional-t2-count") == "2"
+        # the volume cell follows the in-place save, as the server writes it on a reload
+        volume_after = page.text_content("#provisional-t2-volume")
+        assert volume_after != volume_before
+        page.reload()
+        assert page.text_content("#provisional-t2-volume") == volume_after
         assert page.text_content("#auto-t2-count") == "3"
         assert "reject" in page.text_content("#lesion-T2-3 .decision")
         shot(page, "03_rejected")
@@ -158,6 +164,8 @@ def test_read_disagree_adjudicate_in_chromium(
         decide(page, "T2-3", "reject", button="Decide")
         assert page.text_content("#lesion-T2-3 .adjudicated") == "reject"
         assert page.text_content("#reviewed-t2-count") == "2"
+        reviewed_volume = page.text_content("#reviewed-t2-volume")
+        assert reviewed_volume != "n/a"
         assert page.text_content("#review-status") == "final"
         page.goto(f"{base}/?status=final")
         assert page.text_content(f"#visit-{vid} .t2-reviewed") == "2"

@@ -187,6 +187,14 @@
     if (el && value !== undefined) { el.textContent = value === null ? "n/a" : String(value); }
   }
 
+  // volumes as the page's `num` filter writes them: one decimal, "n/a" for none
+  function setVolume(id, value) {
+    var el = byId(id);
+    if (el && value !== undefined) {
+      el.textContent = value === null || isNaN(Number(value)) ? "n/a" : Number(value).toFixed(1);
+    }
+  }
+
   async function send(url, body) {
     var r = await fetch(url, {
       method: "POST", credentials: "same-origin",
@@ -223,10 +231,14 @@
       if (data.provisional) {
         setCount("provisional-t2-count", data.provisional.t2_count);
         setCount("provisional-gd-count", data.provisional.gd_count);
+        setVolume("provisional-t2-volume", data.provisional.t2_volume_mm3);
+        setVolume("provisional-gd-volume", data.provisional.gd_volume_mm3);
       }
       if (data.reviewed) {
         setCount("reviewed-t2-count", data.reviewed.t2_count_reviewed);
         setCount("reviewed-gd-count", data.reviewed.gd_count_reviewed);
+        setVolume("reviewed-t2-volume", data.reviewed.t2_volume_reviewed_mm3);
+        setVolume("reviewed-gd-volume", data.reviewed.gd_volume_reviewed_mm3);
       }
       if (data.status) { setCount("review-status", data.status.replace(/_/g, " ")); }
       say((data.saved ? "saved: " : "unchanged: ") + key + " " + choice);
