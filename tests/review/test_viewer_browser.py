@@ -284,6 +284,9 @@ def test_keyboard_reading_with_an_added_lesion(
         )
         status_text = page.text_content("#nv-status")
         assert "is final" in status_text and "amendment" in status_text, status_text
+        # the refusal is styled and announced as an error, not plain grey status text
+        assert page.get_attribute("#nv-status", "class") == "err"
+        assert page.get_attribute("#nv-status", "role") == "alert"
         assert page.evaluate("() => window.lesionqViewer.errors") == [
             status_text.removeprefix("not saved: ")
         ]

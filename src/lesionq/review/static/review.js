@@ -21,7 +21,13 @@
   var previewLoading = Promise.resolve();
   window.lesionqViewer = { ready: false, errors: [] };
 
-  function say(text) { if (statusEl) { statusEl.textContent = text; } }
+  // a refusal or failure is styled as an error (class "err") and announced; else muted
+  function say(text, error) {
+    if (!statusEl) { return; }
+    statusEl.textContent = text;
+    statusEl.className = error ? "err" : "muted";
+    statusEl.setAttribute("role", error ? "alert" : "status");
+  }
   function byId(id) { return document.getElementById(id); }
 
   // ------------------------------------------------------------------ viewer
@@ -243,7 +249,7 @@
       if (data.status) { setCount("review-status", data.status.replace(/_/g, " ")); }
       say((data.saved ? "saved: " : "unchanged: ") + key + " " + choice);
     } catch (e) {
-      say("not saved: " + e.message);
+      say("not saved: " + e.message, true);
       window.lesionqViewer.errors.push(e.message);
     }
   }
@@ -375,7 +381,7 @@
   });
 
   start().catch(function (e) {
-    say("viewer failed: " + e.message);
+    say("viewer failed: " + e.message, true);
     window.lesionqViewer.errors.push(String(e && e.message));
   });
 })();
