@@ -196,3 +196,44 @@ def test_failed_login_names_only_existing_accounts(clients, env_sqlite) -> None:
     assert len(actors[1]) == len("(unknown account )") + 24
     refused = log[log["action"] == "request.refused"]
     assert [a["path"] for a in refused["after"]] == ["/login", "/login"]
+
+
+def test_repeated_anonymous_page_refusals_are_audited_once_per_window(clients, env_sqlite) -> None:  # noqa: ANN001
+    """A client polling a page without a session does not grow the audit log without
+    bound; refused writes and a reader's refusals are all audited."""
+    env = env_sqlite
+    vid = env.visit_ids["sub-01"]
+    anon = clients()
+    for _ in range(5):  # sent to the login page, audited once
+        assert anon.get(f"/visits/{vid}", follow_redirects=False).status_code == 303
+    for _ in range(2):  # a refused write, audited each time
+        assert anon.post(f"/visits/{vid}/submit", data={}).status_code == 401
+    reader = clients()
+    csrf = login(reader, "reader1")
+    for _ in range(3):  # a logged-in reader's refusals are always audited
+        assert reader.get("/admin/readers").status_code == 403
+    assert csrf
+    log = env.db.audit_log()
+    refused = log[log["action"] == "request.refused"]
+    got = [(actor, a["path"]) for actor, a in zip(refused["actor"], refused["after"], strict=True)]
+    assert got == [
+        ("(anonymous)", f"/visits/{vid}"),
+        ("(anonymous)", f"/visits/{vid}/submit"),
+        ("(anonymous)", f"/visits/{vid}/submit"),
+        ("reader1", "/admin/readers"),
+        ("reader1", "/admin/readers"),
+        ("reader1", "/admin/readers"),
+    ]
+
+
+def test_refusal_throttle_forgets_after_the_window() -> None:
+    from lesionq.review.routes.context import RefusalThrottle
+
+    t = RefusalThrottle(window_s=60.0, max_keys=2)
+    key = ("1.2.3.4", "GET", "/", 401)
+    assert t.should_audit(key, 0.0)
+    assert not t.should_audit(key, 59.9)
+    assert t.should_audit(key, 60.0)
+    # past max_keys, entries older than the window are dropped, recent ones kept
+    assert t.should_audit(("a",), 61.0) and t.should_audit(("b",), 200.0)
+    assert not t.should_audit(("b",), 201.0)

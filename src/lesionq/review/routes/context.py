@@ -9,7 +9,8 @@ module-level global, so that two apps created in one process share nothing.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -23,7 +24,56 @@ from ..added_export import refresh_review_tables  # + added_lesions.tsv
 from ..dbutil import read_tx
 from ..images import VolumeCache, figure_files
 
-__all__ = ["ReviewContext", "review_context", "Context", "session_of"]
+__all__ = ["RefusalThrottle", "ReviewContext", "review_context", "Context", "session_of"]
+
+
+@dataclass
+class RefusalThrottle:
+    """Anonymous refused page requests: one audit row per client, page and window.
+
+    Without a limit, any client that repeats a refused GET (a crawler, a stale tab
+    polling a page after its session ended) would grow the audit log without bound.
+    The first refusal of a (client address, method, path, status) is audited, repeats
+    within ``window_s`` seconds are not. Only anonymous GET and HEAD requests are
+    throttled (:func:`lesionq.review.routes.security.audit_refusal`): refused writes
+    and a logged-in reader's refusals are always audited.
+
+    Attributes
+    ----------
+    window_s : float
+        Seconds during which a repeat of the same anonymous refusal is not audited.
+    max_keys : int
+        Remembered refusals; past it, those older than the window are forgotten.
+    """
+
+    window_s: float = 60.0
+    max_keys: int = 10_000
+    _last: dict[tuple[Any, ...], float] = field(default_factory=dict, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def should_audit(self, key: tuple[Any, ...], now: float) -> bool:
+        """Whether the refusal ``key`` is audited at time ``now`` (monotonic seconds).
+
+        Parameters
+        ----------
+        key : tuple
+            (client address, method, path, status).
+        now : float
+            ``time.monotonic()`` of the request, s.
+
+        Returns
+        -------
+        bool
+            True for the first refusal of ``key`` in ``window_s`` seconds.
+        """
+        with self._lock:
+            last = self._last.get(key)
+            if last is not None and now - last < self.window_s:
+                return False
+            if len(self._last) >= self.max_keys:
+                self._last = {k: t for k, t in self._last.items() if now - t < self.window_s}
+            self._last[key] = now
+            return True
 
 
 @dataclass(frozen=True)
@@ -48,6 +98,8 @@ class ReviewContext:
         Whether cookies are marked ``Secure``.
     convention : str
         Left-right display convention of the slice viewer.
+    refusals : RefusalThrottle
+        Limits the audit rows of repeated anonymous refusals.
     """
 
     db: ResultsDB
@@ -58,6 +110,7 @@ class ReviewContext:
     session_ttl_s: float
     secure_cookies: bool
     convention: str
+    refusals: RefusalThrottle = field(default_factory=RefusalThrottle)
 
     @property
     def engine(self) -> sa.Engine:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+import time
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
@@ -153,7 +154,10 @@ def _audit_refusal(
 async def audit_refusal(request: Request, status: int, reason: str) -> None:
     """Append ``request.refused`` (who, client address, status, method, path, why).
 
-    The refusal stands even when its audit row cannot be written (logged).
+    The refusal stands even when its audit row cannot be written (logged). A repeat
+    of the same anonymous GET or HEAD within a minute is not audited again
+    (:class:`~lesionq.review.routes.context.RefusalThrottle`); every refused write
+    (POST: forged CSRF, foreign origin, no session) is.
 
     Parameters
     ----------
@@ -164,12 +168,22 @@ async def audit_refusal(request: Request, status: int, reason: str) -> None:
     """
     sess: auth.Session | None = getattr(request.state, "session", None)
     actor = sess.reader.username if sess is not None else "(anonymous)"
+    ctx = review_context(request)
+    client = request.client.host if request.client else None
+    if (
+        sess is None
+        and request.method in ("GET", "HEAD")
+        and not ctx.refusals.should_audit(
+            (client, request.method, request.url.path, status), time.monotonic()
+        )
+    ):
+        return  # a repeated anonymous page request within the window (RefusalThrottle)
     try:
         await run_in_threadpool(
             _audit_refusal,
-            review_context(request).engine,
+            ctx.engine,
             actor,
-            request.client.host if request.client else None,
+            client,
             status,
             request.method,
             request.url.path,
