@@ -165,10 +165,6 @@ LAZY_MARKER = "# lazy:"
 #: Alembic revisions: generated scripts, left as they are (rule 5).
 MIGRATION_VERSIONS = f"{PACKAGE}.store.migrations.versions"
 
-#: Modules exempt from rule 5 while their imports are being sorted out (none now; an
-#: entry must name a real module, :func:`test_pending_lazy_reasons_name_modules`).
-PENDING_LAZY_REASONS: frozenset[str] = frozenset()
-
 
 @dataclass(frozen=True)
 class Edge:
@@ -556,11 +552,7 @@ def test_batch_does_not_import_review(edges):
 def test_imports_inside_functions_say_why():
     """Rule 5: an import inside a function carries ``# lazy: <reason>``."""
     modules = package_modules()
-    found = {
-        name: lines
-        for name, lines in imports_without_reason(modules).items()
-        if name not in PENDING_LAZY_REASONS
-    }
+    found = imports_without_reason(modules)
     assert not found, (
         "imports inside functions without a `# lazy: <reason>` comment (move them to the top "
         "of the module, or say why they stay; see rule 5 of this module's docstring):\n"
@@ -600,10 +592,6 @@ def test_the_lazy_rule_on_a_small_tree(tmp_path):
     assert imports_without_reason(modules) == {"lesionq.a": [4, 13]}
 
 
-def test_pending_lazy_reasons_name_modules():
-    assert PENDING_LAZY_REASONS <= set(package_modules())
-
-
 if __name__ == "__main__":  # pragma: no cover - a report for people
     found = import_edges()
     for kind in ("module", "function"):
@@ -619,6 +607,5 @@ if __name__ == "__main__":  # pragma: no cover - a report for people
         print(f"  {e}  [{layer_of(e.source)} -> {layer_of(e.target)}]")
     print("imports inside functions without a `# lazy:` reason (rule 5):")
     for name, lines in sorted(imports_without_reason().items()):
-        pending = "  (pending: PENDING_LAZY_REASONS)" if name in PENDING_LAZY_REASONS else ""
-        print(f"  {name}: lines {', '.join(map(str, lines))}{pending}")
+        print(f"  {name}: lines {', '.join(map(str, lines))}")
     sys.exit(0)

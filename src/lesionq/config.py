@@ -31,6 +31,7 @@ __all__ = [
     "atlas_manifest_info",
     "DEFAULT_PROTOCOL",
     "DEFAULT_ATLAS",
+    "keyword_value",
 ]
 
 #: Protocol used when none is named.
@@ -107,6 +108,25 @@ def _thaw(obj: Any) -> Any:
     if isinstance(obj, tuple):
         return [_thaw(v) for v in obj]
     return obj
+
+
+def keyword_value(value: Any) -> Any:
+    """A protocol value as a keyword argument: a plain, independent copy.
+
+    Read-only mappings become dicts and tuples lists (deep-copied, so the callee
+    may change them); a top-level list becomes a tuple.
+
+    Parameters
+    ----------
+    value : Any
+        A value of a loaded protocol section.
+
+    Returns
+    -------
+    Any
+    """
+    plain = copy.deepcopy(_thaw(value))
+    return tuple(plain) if isinstance(plain, list) else plain
 
 
 @dataclass(frozen=True)
@@ -210,9 +230,7 @@ class Settings:
                     f"protocol {self.source}: [{section}] {key} is not a parameter of "
                     f"{func.__module__}.{func.__qualname__} (known: {sorted(params)})"
                 )
-            out[key] = copy.deepcopy(_thaw(value))
-            if isinstance(out[key], list):
-                out[key] = tuple(out[key])
+            out[key] = keyword_value(value)
         return out
 
 

@@ -23,7 +23,6 @@ from nipype.interfaces.base import (
     SimpleInterface,
     TraitedSpec,
     isdefined,
-    traits,
 )
 from nipype.interfaces.io import IOBase, add_traits
 
@@ -129,7 +128,6 @@ class _MergeInputSpec(BaseInterfaceInputSpec):
 
 class _MergeOutputSpec(TraitedSpec):
     out_file = File(exists=True, desc="the visit's lesions.tsv")
-    n_rows = traits.Int(desc="rows of the merged table")
 
 
 class MergeLesionTables(SimpleInterface):
@@ -144,5 +142,4 @@ class MergeLesionTables(SimpleInterface):
             self.inputs.t2_table, others, Path(runtime.cwd) / "lesions_merged.tsv"
         )
         self._results["out_file"] = str(out)
-        self._results["n_rows"] = int(len(read_tsv(out)))
         return runtime

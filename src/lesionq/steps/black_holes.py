@@ -26,7 +26,7 @@ import pandas as pd
 from ..core.black_holes import BlackHoleSegmentation, segment_black_holes
 from ..types import Volume
 from .registry import SECTIONS, persistent_min_days
-from .visit import on_grid
+from .visit import LESION_ROW_COLUMNS, on_grid
 
 __all__ = [
     "BH_LABEL",
@@ -46,14 +46,7 @@ BH_LABEL = "T1hypo"
 
 #: Columns of the black-hole rows of the lesion table (one row per black hole).
 BH_TABLE_COLUMNS: tuple[str, ...] = (
-    "lesion_id",
-    "label",
-    "volume_mm3",
-    "n_voxels",
-    "centroid_x_mm",
-    "centroid_y_mm",
-    "centroid_z_mm",
-    "location",
+    *LESION_ROW_COLUMNS,
     "t2_lesion_id",
     "t1_contrast_mean",
     "t1_contrast_max",

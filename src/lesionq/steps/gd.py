@@ -23,7 +23,7 @@ import pandas as pd
 from ..core.enhancement import GD_INPUTS, GdSegmentation, segment_enhancing
 from ..types import Volume
 from .registry import SECTIONS
-from .visit import on_grid
+from .visit import LESION_ROW_COLUMNS, on_grid
 
 __all__ = [
     "GdResult",
@@ -39,14 +39,7 @@ LOGGER = logging.getLogger(__name__)
 
 #: Columns of the Gd+ rows of the lesion table (one row per Gd+ lesion).
 GD_TABLE_COLUMNS: tuple[str, ...] = (
-    "lesion_id",
-    "label",
-    "volume_mm3",
-    "n_voxels",
-    "centroid_x_mm",
-    "centroid_y_mm",
-    "centroid_z_mm",
-    "location",
+    *LESION_ROW_COLUMNS,
     "enhancement_peak",
     "enhancement_mean",
     "ring",

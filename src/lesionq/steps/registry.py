@@ -21,14 +21,13 @@ the SimpleITK layers. This module is the one place that says, per section:
 
 from __future__ import annotations
 
-import copy
 import inspect
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..config import Settings
+from ..config import Settings, keyword_value
 from ..config import load_protocol as read_protocol
 from ..core.black_holes import segment_black_holes
 from ..core.change import detect_change
@@ -166,18 +165,8 @@ class ProtocolSection:
                     f"{where}[{self.name}] {key} is not a parameter of "
                     f"{func.__module__}.{func.__qualname__} (known: {known})"
                 )
-            plain = copy.deepcopy(_plain(value))
-            out[key] = tuple(plain) if isinstance(plain, list) else plain
+            out[key] = keyword_value(value)
         return out
-
-
-def _plain(value: Any) -> Any:
-    """Read-only mappings and tuples of a frozen protocol as plain dicts and lists."""
-    if isinstance(value, Mapping):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    return value
 
 
 _REGISTRATION_MASK = _one_of("none", "brain")

@@ -45,6 +45,7 @@ __all__ = [
     "segment_t2_volumes",
     "tabulate_lesions",
     "LESION_TABLE_COLUMNS",
+    "LESION_ROW_COLUMNS",
     "VisitParameters",
     "visit_parameters",
     "on_grid",
@@ -52,8 +53,8 @@ __all__ = [
 
 LOGGER = logging.getLogger(__name__)
 
-#: Columns of ``lesions.tsv`` (see README "Outputs").
-LESION_TABLE_COLUMNS: tuple[str, ...] = (
+#: Columns every row of ``lesions.tsv`` has, whatever its ``label`` (T2, Gd, T1hypo).
+LESION_ROW_COLUMNS: tuple[str, ...] = (
     "lesion_id",
     "label",
     "volume_mm3",
@@ -62,6 +63,11 @@ LESION_TABLE_COLUMNS: tuple[str, ...] = (
     "centroid_y_mm",
     "centroid_z_mm",
     "location",
+)
+
+#: Columns of ``lesions.tsv`` (see README "Outputs").
+LESION_TABLE_COLUMNS: tuple[str, ...] = (
+    *LESION_ROW_COLUMNS,
     "flair_mean",
     "flair_max",
     "probability_mean",
