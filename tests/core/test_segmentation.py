@@ -335,11 +335,50 @@ def test_shell_lesion_counts_crowded_lesion_tissue_as_white_matter() -> None:
     assert verdict(gated) == "location"
 
 
+def test_partial_volume_rim_on_thick_slices_only() -> None:
+    """A lesion's partial-volume edge joins it on thick slices: one voxel, along the slices.
+
+    Thick-slice phantom (1 x 1 x 4 mm): one lesion at full contrast in its slab, and
+    in the slabs above and below a weaker "partial-volume" edge, 2 WM SDs bright:
+    under ``grow_z`` (2.5) but over ``partial_volume_z`` (1.5). A second ring of the
+    same brightness, two slabs away, is not adjacent and stays out. With the rule
+    off, or when the slices are thinner than ``partial_volume_slice_mm``, the edge
+    stays out as well.
+    """
+    vs = (1.0, 1.0, 4.0)
+    ph = make_phantom(voxel_size_mm=vs, lesions_mm=(((10.0, -8.0, 2.0), 3.3),), seed=5)
+    core = ph.lesions[0]
+    edge = (ndi.binary_dilation(core, FULL) & ~core & ph.brain) & (
+        ndi.binary_dilation(core, np.ones((1, 1, 3), bool)) & ~core
+    )
+    far = ndi.binary_dilation(edge, np.ones((1, 1, 3), bool)) & ~edge & ~core & ph.brain
+    far &= ~ndi.binary_dilation(core, FULL)
+    assert edge.sum() > 10 and far.sum() > 10
+    flair = ph.flair.copy()
+    rng = np.random.default_rng(11)
+    for region in (edge, far):
+        flair[region] = WM[0] + 2.0 * NOISE[0] + rng.normal(0, 0.2 * NOISE[0], int(region.sum()))
+    kw = dict(t1=ph.t1, priors=ph.priors, partial_volume_z=1.5)
+    off = segment_lesions(flair, ph.brain, vs, **kw)
+    on = segment_lesions(flair, ph.brain, vs, partial_volume_slice_mm=2.0, **kw)
+    thin = segment_lesions(flair, ph.brain, (1.0, 1.0, 1.9), partial_volume_slice_mm=2.0, **kw)
+    assert (off.mask & core).sum() >= 0.8 * core.sum()
+    assert not (off.mask & edge).any()
+    assert not (thin.mask & edge).any()
+    assert (on.mask & edge).sum() >= 0.9 * edge.sum()
+    assert not (on.mask & far).any()
+    # nothing beyond one voxel along the slice axis from what the rule-free delineation found
+    assert not (on.mask & ~ndi.binary_dilation(off.mask, np.ones((1, 1, 3), bool))).any()
+    assert np.array_equal(on.mask, on.probability >= 0.5)
+
+
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
         (dict(threshold=0.0), "threshold"),
         (dict(shell_lesion=1), "shell_lesion"),
+        (dict(partial_volume_slice_mm=-1.0), "partial_volume_slice_mm"),
+        (dict(partial_volume_z=float("inf")), "partial_volume_z"),
         (dict(threshold=1.5), "threshold"),
         (dict(min_volume_mm3=-1.0), "min_volume_mm3"),
         (dict(seed_z=2.0, candidate_z=3.0), "seed_z"),
