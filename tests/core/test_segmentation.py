@@ -335,6 +335,30 @@ def test_shell_lesion_counts_crowded_lesion_tissue_as_white_matter() -> None:
     assert verdict(gated) == "location"
 
 
+def test_candidate_outside_the_atlas_brain_is_rejected(phantom: Phantom) -> None:
+    """A FLAIR-bright lesion where the atlas has no brain is "outside" with the rule on.
+
+    The phantom's largest lesion stays where it is; only the atlas priors around it
+    are set to zero, as at a pituitary left inside a skull-stripping mask. With
+    ``atlas_brain_min`` = 0 (off) it is found as before; with 0.5 its candidate is
+    rejected as ``"outside"`` and the other lesions are untouched.
+    """
+    target = phantom.lesions[3]
+    hole = ndi.binary_dilation(target, iterations=4)
+    priors = {k: np.where(hole, 0.0, v).astype(np.float32) for k, v in phantom.priors.items()}
+    kw = dict(t1=phantom.t1, t2=phantom.t2, priors=priors)
+    off = segment_lesions(phantom.flair, phantom.brain, phantom.voxel_size_mm, **kw)
+    on = segment_lesions(
+        phantom.flair, phantom.brain, phantom.voxel_size_mm, atlas_brain_min=0.5, **kw
+    )
+    assert (off.mask & target).sum() >= 0.5 * target.sum()
+    assert not (on.mask & target).any()
+    hit = [c for c in on.candidates if target[tuple(round(x) for x in c.centroid_vox)]]
+    assert [c.reason for c in hit] == ["outside"]
+    for les in phantom.lesions[:3]:
+        assert np.array_equal(on.mask & les, off.mask & les)
+
+
 def test_partial_volume_rim_on_thick_slices_only() -> None:
     """A lesion's partial-volume edge joins it on thick slices: one voxel, along the slices.
 
@@ -379,6 +403,7 @@ def test_partial_volume_rim_on_thick_slices_only() -> None:
         (dict(shell_lesion=1), "shell_lesion"),
         (dict(partial_volume_slice_mm=-1.0), "partial_volume_slice_mm"),
         (dict(partial_volume_z=float("inf")), "partial_volume_z"),
+        (dict(atlas_brain_min=1.5), "atlas_brain_min"),
         (dict(threshold=1.5), "threshold"),
         (dict(min_volume_mm3=-1.0), "min_volume_mm3"),
         (dict(seed_z=2.0, candidate_z=3.0), "seed_z"),
