@@ -347,8 +347,13 @@ def run_seg(flair, mask, vs, **kw) -> tuple[SegmentationResult, float]:
 
 
 def shifted(priors: Mapping[str, np.ndarray], shift_vox: Sequence[float]) -> dict[str, np.ndarray]:
+    """The priors moved by ``shift_vox`` voxels (the location map by nearest neighbour)."""
     return {
-        k: np.clip(ndi.shift(v, shift_vox, order=1, mode="nearest"), 0, 1).astype(np.float32)
+        k: (
+            ndi.shift(v, shift_vox, order=0, mode="nearest")
+            if k == "location"
+            else np.clip(ndi.shift(v, shift_vox, order=1, mode="nearest"), 0, 1).astype(np.float32)
+        )
         for k, v in priors.items()
     }
 
@@ -482,6 +487,7 @@ def load_cs07(settings, seg_kw, n_threads: int):
     )  # fmt: skip
     t_atlas = time.perf_counter() - t0
     priors = {k: np.asarray(maps.maps[k].array, np.float32) for k in ("wm", "gm", "csf")}
+    priors["location"] = np.asarray(maps.maps["location"].array)  # as the visit step passes it
     images = {
         "flair": flair.astype(np.float32),
         "t1": t1.astype(np.float32),
@@ -684,6 +690,7 @@ def prepare_lo01(settings, ses: str, n_threads: int):
         n_threads=n_threads,
     )  # fmt: skip
     priors = {k: np.asarray(maps.maps[k].array, np.float32) for k in ("wm", "gm", "csf")}
+    priors["location"] = np.asarray(maps.maps["location"].array)  # as the visit step passes it
     images = {
         "flair": np.asarray(prep.flair.array, np.float32),
         "t1": np.asarray(co["t1"].array, np.float32),

@@ -18,7 +18,12 @@ import numpy as np
 import pytest
 from scipy import ndimage as ndi
 
-from lesionq.core.segmentation import LesionCandidate, SegmentationResult, segment_lesions
+from lesionq.core.segmentation import (
+    LesionCandidate,
+    SegmentationResult,
+    drop_small_infratentorial,
+    segment_lesions,
+)
 from lesionq.errors import GeometryError, InputError
 
 FULL = np.ones((3, 3, 3), bool)
@@ -359,6 +364,56 @@ def test_candidate_outside_the_atlas_brain_is_rejected(phantom: Phantom) -> None
         assert np.array_equal(on.mask & les, off.mask & les)
 
 
+def test_small_infratentorial_lesions_are_dropped(phantom: Phantom) -> None:
+    """With a location map, a small lesion of the posterior fossa is dropped; a large one stays.
+
+    The phantom's smallest (~17 mm3) and largest (~490 mm3) lesions are labelled
+    infratentorial in a location map passed with the priors. With
+    ``infratentorial_min_mm3`` = 20 the small one goes (its candidate's reason says
+    why, and its probability is 0), the large one and the supratentorial ones stay;
+    with 0 (off) everything is as without a location map.
+    """
+    small, large = phantom.lesions[0], phantom.lesions[3]
+    loc = np.zeros(phantom.flair.shape, np.uint8)
+    loc[ndi.binary_dilation(small | large, iterations=3)] = 2
+    pri = dict(phantom.priors, location=loc)
+    kw = dict(t1=phantom.t1, t2=phantom.t2)
+    base = segment_lesions(
+        phantom.flair, phantom.brain, phantom.voxel_size_mm, priors=phantom.priors, **kw
+    )
+    off = segment_lesions(phantom.flair, phantom.brain, phantom.voxel_size_mm, priors=pri, **kw)
+    on = segment_lesions(
+        phantom.flair, phantom.brain, phantom.voxel_size_mm, priors=pri,
+        infratentorial_min_mm3=20.0, **kw,
+    )  # fmt: skip
+    assert np.array_equal(off.mask, base.mask)
+    assert (off.mask & small).any()
+    assert not (on.mask & small).any()
+    assert not (on.probability[small] > 0).any()
+    assert np.array_equal(on.mask & ~small, off.mask & ~small)
+    assert (on.mask & large).sum() >= 0.5 * large.sum()
+    hit = [c for c in on.candidates if small[tuple(round(x) for x in c.centroid_vox)]]
+    assert hit and all(c.reason == "infratentorial" and not c.accepted for c in hit)
+
+
+def test_drop_small_infratentorial_counts_volume_in_mm3() -> None:
+    """The volume rule is in mm3, inclusive, and needs a majority of infratentorial voxels."""
+    mask = np.zeros((20, 20, 20), bool)
+    mask[2:4, 2:4, 2:4] = True  # 8 voxels
+    mask[10:13, 10:13, 10:13] = True  # 27 voxels
+    loc = np.zeros(mask.shape, np.uint8)
+    loc[:, :, :3] = 2  # the first cube: 4 of 8 voxels infratentorial (a half counts)
+    loc[10:13, 10:13, 10:13] = 2
+    out = drop_small_infratentorial(mask, loc, (1.0, 1.0, 1.0), 27.0)
+    assert not out[2:4, 2:4, 2:4].any()
+    assert out[10:13, 10:13, 10:13].all()  # exactly 27 mm3: kept
+    out2 = drop_small_infratentorial(mask, loc, (1.0, 1.0, 0.5), 27.0)  # 13.5 mm3 now
+    assert not out2.any()
+    loc[2:4, 2:4, 2] = 0  # none of its voxels infratentorial now: kept
+    assert drop_small_infratentorial(mask, loc, (1.0, 1.0, 1.0), 27.0)[2:4, 2:4, 2:4].all()
+    assert np.array_equal(drop_small_infratentorial(mask, loc, (1.0, 1.0, 1.0), 0.0), mask)
+
+
 def test_partial_volume_rim_on_thick_slices_only() -> None:
     """A lesion's partial-volume edge joins it on thick slices: one voxel, along the slices.
 
@@ -404,6 +459,7 @@ def test_partial_volume_rim_on_thick_slices_only() -> None:
         (dict(partial_volume_slice_mm=-1.0), "partial_volume_slice_mm"),
         (dict(partial_volume_z=float("inf")), "partial_volume_z"),
         (dict(atlas_brain_min=1.5), "atlas_brain_min"),
+        (dict(infratentorial_min_mm3=-5.0), "infratentorial_min_mm3"),
         (dict(threshold=1.5), "threshold"),
         (dict(min_volume_mm3=-1.0), "min_volume_mm3"),
         (dict(seed_z=2.0, candidate_z=3.0), "seed_z"),
