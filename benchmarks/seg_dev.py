@@ -225,7 +225,7 @@ def loso_section(
     perf: dict[tuple[int, str], tuple[float, float]] = {}
     last: dict[str, tuple[str, np.ndarray]] = {}  # scan -> (unfiltered setting, its mask)
     for gi, g in enumerate(grid):
-        kw = dict(seg_kw, **g, infratentorial_min_mm3=0.0)
+        kw = {**seg_kw, **g, "infratentorial_min_mm3": 0.0}
         key = json.dumps(kw, sort_keys=True)
         for scan in DEV_SCANS:
             d = cache[scan.name]
