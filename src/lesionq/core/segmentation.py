@@ -57,7 +57,9 @@ tissue noise, so nothing depends on the scanner's intensity scale.
    one voxel along the slice axis, whose probability is the same ramp centred on
    ``partial_volume_z`` instead of ``grow_z``: a slab holding a lesion's edge
    averages lesion and white matter. Last, components smaller than
-   ``min_volume_mm3`` are removed.
+   ``min_volume_mm3`` are removed, and, with a location map among the priors,
+   components lying mostly in the posterior fossa that are smaller than
+   ``infratentorial_min_mm3`` (:func:`drop_small_infratentorial`).
 
 Conventions: arrays are indexed (i, j, k) like nibabel's data; voxel sizes
 in mm along those axes; connectivity 26 (3x3x3) everywhere; volumes go
