@@ -244,6 +244,7 @@ def segment_t2(scan: Scan, segmentation: dict, lesions: dict, location: dict) ->
         priors={k: scan.vol(v, k) for k, v in scan.priors.items()},
         segmentation=segmentation,
         min_volume_mm3=float(lesions["min_volume_mm3"]),
+        location_rules=location,
     )
     tab = steps.tabulate_lesions(
         seg.mask,

@@ -87,6 +87,7 @@ from lesionq.core.segmentation import SegmentationResult, segment_lesions
 from lesionq.core.units import voxel_size_from_affine, voxel_volume_mm3
 from lesionq.errors import ProcessingError
 from lesionq.io.nifti import load_array, save_image
+from lesionq.steps.visit import location_settings
 from lesionq.testing.inject import (
     Injection,
     confluent_periventricular_specs,
@@ -797,6 +798,7 @@ def main(argv: list[str] | None = None) -> int:
         settings = settings.with_overrides(overrides)
     seg_kw = dict(settings.section("segmentation"))
     seg_kw["min_volume_mm3"] = float(settings.section("lesions")["min_volume_mm3"])
+    seg_kw.update(location_settings(settings.section("location")))
     n_runs = 1 if args.quick else 2
     load = os.getloadavg()[0]
     t_start = time.perf_counter()

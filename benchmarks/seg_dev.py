@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 from devscans import DEV_SCANS, SHARED, DevScan, available, load
 
+from lesionq.core.location import INFRATENTORIAL_MIN_FRACTION
 from lesionq.core.segmentation import drop_small_infratentorial, segment_lesions
 from lesionq.core.units import voxel_size_from_affine
 from lesionq.io.nifti import save_image
@@ -236,6 +237,7 @@ def loso_section(
                 d["location"],
                 voxel_size_from_affine(d["affine"]),
                 g.get("infratentorial_min_mm3", seg_kw.get("infratentorial_min_mm3", 0.0)),
+                seg_kw.get("infratentorial_min_fraction", INFRATENTORIAL_MIN_FRACTION),
             )
             perf[gi, scan.name] = _fast_scores(mask, d["truths"], scorer)
         print(f"LOSO grid {gi + 1}/{len(grid)}: {g}", flush=True)

@@ -62,6 +62,11 @@ def test_public_load_protocol_validates() -> None:
         ("segmentaton", {"seed_z": 4.0}, r"unknown section\(s\) \['segmentaton'\]"),
         ("segmentation", {"seed_zz": 4.0}, "not a parameter of lesionq.core.segmentation"),
         ("segmentation", {"min_volume_mm3": 5.0}, r"\[lesions\] min_volume_mm3"),
+        (
+            "segmentation",
+            {"infratentorial_min_fraction": 0.6},
+            r"\[location\] infratentorial_min_fraction",
+        ),
         ("gd", {"confident_min": 1.5}, r"\[gd\] confident_min must be a number in \[0, 1\]"),
         ("gd", {"post": 1}, "set by the Gd step itself"),
         ("black_holes", {"persistent_min_days": 0}, "persistent_min_days must be an int >= 1"),
@@ -95,3 +100,15 @@ def test_kwargs_leave_handled_keys_out_and_copy_values() -> None:
     assert check_black_holes_section(section) == {"hypo_fraction": 0.3}
     out = SECTIONS["gd"].kwargs({"confident_min": 0.7})
     assert out == {}
+
+
+def test_segmentation_shares_the_location_fraction() -> None:
+    """The posterior-fossa rule and the lesion table read one infratentorial share."""
+    from lesionq.core.location import INFRATENTORIAL_MIN_FRACTION
+    from lesionq.steps.visit import location_settings
+
+    assert location_settings(None) == {"infratentorial_min_fraction": INFRATENTORIAL_MIN_FRACTION}
+    for name in PROTOCOLS:
+        loc = load_protocol(name).section("location")
+        got = location_settings(loc)["infratentorial_min_fraction"]
+        assert got == loc["infratentorial_min_fraction"]

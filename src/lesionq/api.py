@@ -152,6 +152,7 @@ def _segment_visit(
         priors=priors,
         segmentation=p.segmentation,
         min_volume_mm3=p.min_volume_mm3,
+        location_rules=p.location,
         n_threads=n_threads,
     )
     tab = steps.tabulate_lesions(

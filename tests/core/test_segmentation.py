@@ -414,6 +414,46 @@ def test_drop_small_infratentorial_counts_volume_in_mm3() -> None:
     assert np.array_equal(drop_small_infratentorial(mask, loc, (1.0, 1.0, 1.0), 0.0), mask)
 
 
+def test_drop_small_infratentorial_uses_the_location_fraction() -> None:
+    """The infratentorial share is the ``[location]`` one: 4 of 8 voxels is not 0.6."""
+    mask = np.zeros((12, 12, 12), bool)
+    mask[2:4, 2:4, 2:4] = True
+    loc = np.zeros(mask.shape, np.uint8)
+    loc[:, :, :3] = 2  # half the cube
+    vs = (1.0, 1.0, 1.0)
+    assert not drop_small_infratentorial(mask, loc, vs, 20.0, 0.5).any()
+    assert np.array_equal(drop_small_infratentorial(mask, loc, vs, 20.0, 0.6), mask)
+    for bad in (0.0, 1.5, "half"):
+        with pytest.raises(InputError, match="min_fraction"):
+            drop_small_infratentorial(mask, loc, vs, 20.0, bad)
+
+
+def test_segment_lesions_passes_the_infratentorial_fraction(phantom: Phantom) -> None:
+    """segment_lesions hands ``infratentorial_min_fraction`` to the posterior-fossa rule.
+
+    The small lesion is marked infratentorial on one side of its centre only (about
+    half its voxels): a fraction of 0.3 drops it, 0.9 keeps it; 0 is refused.
+    """
+    small = phantom.lesions[0]
+    idx = np.argwhere(small)
+    half = np.zeros_like(small)
+    cut = int(np.median(idx[:, 2]))
+    half[..., : cut + 1] = True
+    loc = np.zeros(phantom.flair.shape, np.uint8)
+    loc[ndi.binary_dilation(small, iterations=3) & half] = 2
+    frac = (loc[small] == 2).mean()
+    assert 0.3 < frac < 0.9
+    pri = dict(phantom.priors, location=loc)
+    kw = dict(t1=phantom.t1, t2=phantom.t2, priors=pri, infratentorial_min_mm3=20.0)
+    args = (phantom.flair, phantom.brain, phantom.voxel_size_mm)
+    low = segment_lesions(*args, infratentorial_min_fraction=0.3, **kw)
+    high = segment_lesions(*args, infratentorial_min_fraction=0.9, **kw)
+    assert not (low.mask & small).any()
+    assert (high.mask & small).any()
+    with pytest.raises(InputError, match="infratentorial_min_fraction"):
+        segment_lesions(*args, infratentorial_min_fraction=0.0, **kw)
+
+
 def test_partial_volume_rim_on_thick_slices_only() -> None:
     """A lesion's partial-volume edge joins it on thick slices: one voxel, along the slices.
 

@@ -50,6 +50,7 @@ __all__ = [
     "INFRATENTORIAL",
     "CORTEX",
     "DEEP_GREY_MATTER",
+    "INFRATENTORIAL_MIN_FRACTION",
     "LOCATION_LABELS",
     "LOCATION_CLASSES",
     "LocationMeasures",
@@ -67,6 +68,11 @@ INFRATENTORIAL = 2
 CORTEX = 3
 #: Location-map value of supratentorial deep grey matter (informative only).
 DEEP_GREY_MATTER = 4
+
+#: Default share of a lesion's voxels in the infratentorial region from which the
+#: lesion counts as infratentorial (``[location] infratentorial_min_fraction``);
+#: the lesion table's class and the segmentation's posterior-fossa rule use it.
+INFRATENTORIAL_MIN_FRACTION = 0.5
 
 #: Location-map values and their names (0 = other / outside).
 LOCATION_LABELS: dict[int, str] = {
@@ -229,7 +235,7 @@ def classify_locations(
     *,
     periventricular_distance_mm: float = 3.0,
     juxtacortical_distance_mm: float = 3.0,
-    infratentorial_min_fraction: float = 0.5,
+    infratentorial_min_fraction: float = INFRATENTORIAL_MIN_FRACTION,
 ) -> dict[int, str]:
     """Give each lesion one McDonald location class.
 

@@ -84,7 +84,7 @@ from .geometry import check_image as _check_image
 from .geometry import check_voxel_size as _check_voxel_size
 from .geometry import ellipsoid_footprint as _ellipsoid
 from .geometry import inner_distance_mm as _inner_distance_mm
-from .location import INFRATENTORIAL
+from .location import INFRATENTORIAL, INFRATENTORIAL_MIN_FRACTION
 from .normalise import robust_location_scale
 from .tissue import TISSUES, estimate_tissues
 from .units import min_voxels_for_mm3, voxel_volume_mm3
@@ -209,6 +209,11 @@ def _check_params(p: Mapping[str, Any]) -> None:
     for k in non_negative:
         if not (isinstance(p[k], int | float) and math.isfinite(p[k]) and p[k] >= 0):
             raise InputError(f"segmentation parameter {k} must be a number >= 0, got {p[k]!r}")
+    frac = p["infratentorial_min_fraction"]
+    if not (isinstance(frac, int | float) and 0.0 < frac <= 1.0):
+        raise InputError(
+            f"segmentation parameter infratentorial_min_fraction must be in (0, 1], got {frac!r}"
+        )
     if not 0.0 < p["threshold"] < 1.0:
         raise InputError(
             f"segmentation parameter threshold must be in (0, 1), got {p['threshold']!r}"
@@ -463,13 +468,15 @@ def drop_small_infratentorial(
     location: np.ndarray,
     voxel_size_mm: Sequence[float],
     min_volume_mm3: float,
+    min_fraction: float = INFRATENTORIAL_MIN_FRACTION,
 ) -> np.ndarray:
     """Remove small lesions of the posterior fossa from a lesion mask.
 
-    A 26-connected component of ``mask`` with at least half its voxels in the
-    infratentorial region of ``location`` (brainstem + cerebellum,
-    :data:`lesionq.core.location.INFRATENTORIAL`) is removed when its volume is
-    below ``min_volume_mm3``. On FLAIR the posterior fossa has small normal
+    A 26-connected component of ``mask`` with at least ``min_fraction`` of its
+    voxels in the infratentorial region of ``location`` (brainstem + cerebellum,
+    :data:`lesionq.core.location.INFRATENTORIAL`), i.e. a lesion that the lesion
+    table classes as infratentorial, is removed when its volume is below
+    ``min_volume_mm3``. On FLAIR the posterior fossa has small normal
     hyperintensities (corticospinal tracts, flow and pulsation artefacts near the
     fourth ventricle and basilar artery), and FLAIR is the weaker contrast there
     (MAGNIMS consensus, Filippi et al., Lancet Neurol 2016): on the 7 dev scans all
@@ -486,12 +493,19 @@ def drop_small_infratentorial(
         Voxel edge lengths in mm along the array axes.
     min_volume_mm3 : float
         Smallest infratentorial lesion kept, mm3 (inclusive); 0 keeps all.
+    min_fraction : float in (0, 1]
+        Share of a component's voxels in the infratentorial region (inclusive)
+        from which it counts as infratentorial: the protocol's
+        ``[location] infratentorial_min_fraction``, so that this rule and the
+        lesion table's location class agree.
 
     Returns
     -------
     numpy.ndarray
         The mask without those components (a new bool array).
     """
+    if not (isinstance(min_fraction, int | float) and 0 < min_fraction <= 1):
+        raise InputError(f"min_fraction must be in (0, 1], got {min_fraction!r}")
     out = np.asarray(mask, dtype=bool).copy()
     if min_volume_mm3 <= 0 or not out.any():
         return out
@@ -500,7 +514,7 @@ def drop_small_infratentorial(
     sizes = np.bincount(lab.ravel(), minlength=n + 1)
     in_infra = np.bincount(lab.ravel(), weights=infra.ravel().astype(np.float64), minlength=n + 1)
     small = sizes * voxel_volume_mm3(voxel_size_mm) < min_volume_mm3 - 1e-9
-    drop = small & (in_infra >= 0.5 * sizes)
+    drop = small & (in_infra >= min_fraction * sizes - 1e-9)
     drop[0] = False
     out[drop[lab]] = False
     return out
@@ -542,6 +556,7 @@ def segment_lesions(
     partial_volume_z: float = 1.0,
     atlas_brain_min: float = 0.0,
     infratentorial_min_mm3: float = 0.0,
+    infratentorial_min_fraction: float = INFRATENTORIAL_MIN_FRACTION,
     n_threads: int = 1,
 ) -> SegmentationResult:
     """Segment T2/FLAIR hyperintense (MS) lesions of one visit.
@@ -643,6 +658,10 @@ def segment_lesions(
         :data:`lesionq.core.location.LOCATION_LABELS`): lesions lying mostly in the
         infratentorial region (brainstem + cerebellum) are kept only from this
         volume (mm3) up; 0 = off. See :func:`drop_small_infratentorial`.
+    infratentorial_min_fraction : float in (0, 1]
+        The share of voxels that makes a lesion infratentorial for that rule; the
+        visit step passes the protocol's ``[location] infratentorial_min_fraction``
+        (one value for this rule and the lesion table's location class).
     n_threads : int
         Threads for the per-voxel smoothing (dask.array chunks when > 1); the
         result does not depend on it.
@@ -672,6 +691,7 @@ def segment_lesions(
         csf_near_seed_z=csf_near_seed_z, wm_prior_min=wm_prior_min, shell_lesion=shell_lesion,
         partial_volume_slice_mm=partial_volume_slice_mm, partial_volume_z=partial_volume_z,
         atlas_brain_min=atlas_brain_min, infratentorial_min_mm3=infratentorial_min_mm3,
+        infratentorial_min_fraction=infratentorial_min_fraction,
     )  # fmt: skip
     _check_params(params)
     if not (isinstance(n_threads, int) and n_threads >= 1):
@@ -819,7 +839,9 @@ def segment_lesions(
         keep[0] = False
         mask = keep[lab]
     if priors is not None and "location" in priors and infratentorial_min_mm3 > 0:
-        kept = drop_small_infratentorial(mask, priors["location"], vs, infratentorial_min_mm3)
+        kept = drop_small_infratentorial(
+            mask, priors["location"], vs, infratentorial_min_mm3, infratentorial_min_fraction
+        )
         dropped = mask & ~kept
         mask = kept
         prob = np.where(dropped, np.float32(0.0), prob).astype(np.float32)

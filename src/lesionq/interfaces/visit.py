@@ -222,6 +222,7 @@ class _SegmentInputSpec(_ThreadsInputSpec):
     location = File(exists=True)
     segmentation = traits.Dict(desc="[segmentation] protocol section")
     min_volume_mm3 = traits.Float(mandatory=True, desc="[lesions] min_volume_mm3 (inclusive)")
+    location_rules = traits.Dict(desc="[location] protocol section")
 
 
 class _SegmentOutputSpec(TraitedSpec):
@@ -249,6 +250,7 @@ class SegmentT2(SimpleInterface):
             priors=priors,
             segmentation=dict(self.inputs.segmentation),
             min_volume_mm3=self.inputs.min_volume_mm3,
+            location_rules=dict(self.inputs.location_rules),
             n_threads=self.inputs.n_threads,
         )
         self._results["probseg"] = str(

@@ -189,10 +189,11 @@ SECTIONS: Mapping[str, ProtocolSection] = {
         ProtocolSection(
             "segmentation",
             segment_lesions,
-            set_by_step=("min_volume_mm3", "n_threads"),
+            set_by_step=("min_volume_mm3", "infratentorial_min_fraction", "n_threads"),
             step="the segmentation step",
-            why="the minimum lesion volume is [lesions] min_volume_mm3; threads come from "
-            "the node's budget",
+            why="the minimum lesion volume is [lesions] min_volume_mm3, the infratentorial "
+            "share is [location] infratentorial_min_fraction; threads come from the node's "
+            "budget",
         ),
         ProtocolSection("lesions", label_lesions),
         ProtocolSection("location", classify_locations),

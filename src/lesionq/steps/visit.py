@@ -23,7 +23,7 @@ from scipy import ndimage as ndi
 
 from ..config import Settings
 from ..core.components import label_lesions, lesion_table
-from ..core.location import classify_locations
+from ..core.location import INFRATENTORIAL_MIN_FRACTION, classify_locations
 from ..core.segmentation import segment_lesions
 from ..core.units import voxels_to_mm3
 from ..errors import ConfigError, GeometryError
@@ -42,6 +42,7 @@ __all__ = [
     "prepare_flair",
     "coregister_to_flair",
     "atlas_priors",
+    "location_settings",
     "segment_t2_volumes",
     "tabulate_lesions",
     "LESION_TABLE_COLUMNS",
@@ -292,6 +293,29 @@ def atlas_priors(
     return AtlasMaps(maps=maps, transform=tx)
 
 
+def location_settings(location_rules: Mapping[str, Any] | None) -> dict[str, float]:
+    """Keywords of :func:`~lesionq.core.segmentation.segment_lesions` that come from ``[location]``.
+
+    Parameters
+    ----------
+    location_rules : mapping or None
+        The protocol's ``[location]`` section (None: its defaults).
+
+    Returns
+    -------
+    dict
+        ``{"infratentorial_min_fraction": f}``: the share of a lesion's voxels in
+        the brainstem + cerebellum (0..1, inclusive) that makes it infratentorial,
+        for the segmentation's posterior-fossa rule as for the lesion table's class.
+    """
+    rules = dict(location_rules or {})
+    return {
+        "infratentorial_min_fraction": float(
+            rules.get("infratentorial_min_fraction", INFRATENTORIAL_MIN_FRACTION)
+        )
+    }
+
+
 def segment_t2_volumes(
     flair: Volume,
     brain_mask: Volume,
@@ -301,12 +325,16 @@ def segment_t2_volumes(
     priors: Mapping[str, Volume] | None = None,
     segmentation: Mapping[str, Any],
     min_volume_mm3: float,
+    location_rules: Mapping[str, Any] | None = None,
     n_threads: int = 1,
 ) -> Segmented:
     """T2/FLAIR lesion probability and mask (see :mod:`lesionq.core.segmentation`).
 
     ``min_volume_mm3`` is the protocol's ``[lesions] min_volume_mm3`` (one rule for
-    the mask and the lesion table); ``segmentation`` the ``[segmentation]`` section.
+    the mask and the lesion table); ``segmentation`` the ``[segmentation]`` section;
+    ``location_rules`` the ``[location]`` section, whose
+    ``infratentorial_min_fraction`` the posterior-fossa rule shares with the lesion
+    table's location class (:func:`location_settings`).
     """
 
     prior_arrays = None
@@ -321,6 +349,7 @@ def segment_t2_volumes(
         priors=prior_arrays,
         min_volume_mm3=float(min_volume_mm3),
         n_threads=int(n_threads),
+        **location_settings(location_rules),
         **dict(segmentation),
     )
     return Segmented(

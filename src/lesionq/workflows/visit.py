@@ -168,6 +168,7 @@ def init_visit_wf(
         SegmentT2(
             segmentation=dict(segmentation),
             min_volume_mm3=float(lesions["min_volume_mm3"]),
+            location_rules=dict(location),
             n_threads=n_threads,
         ),
         name="segment_t2",
