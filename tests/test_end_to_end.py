@@ -218,6 +218,9 @@ def test_gd_lesions_and_cua_published(sample_run):
         gd = np.asarray(nib.load(str(anat / f"{prefix}_label-Gdlesion_dseg.nii.gz")).dataobj)
         assert sorted(np.unique(gd[gd > 0]).tolist()) == sorted(gd_rows["lesion_id"].tolist())
         assert len(gd_rows) == visits.loc[f"ses-{ses}", "gd_count"]
+        side = json.loads((anat / f"{prefix}_label-Gdlesion_mask.json").read_text())
+        # the phantom's post- and pre-contrast T1 are aligned: nothing to move
+        assert side["PostContrastShift_mm"] == [0.0, 0.0, 0.0]
     assert pd.isna(visits.loc["ses-01", "cua_count"])  # baseline: no earlier scan
     # CUA counts each physical lesion once: never more than Gd+ plus new/enlarging;
     # here the two planted new lesions enhance, so it is strictly fewer

@@ -69,6 +69,7 @@ def test_public_load_protocol_validates() -> None:
         ),
         ("gd", {"confident_min": 1.5}, r"\[gd\] confident_min must be a number in \[0, 1\]"),
         ("gd", {"post": 1}, "set by the Gd step itself"),
+        ("gd", {"align_post_max_mm": -1.0}, r"\[gd\] align_post_max_mm must be a number >= 0"),
         ("black_holes", {"persistent_min_days": 0}, "persistent_min_days must be an int >= 1"),
         ("template", {"enabled": "yes"}, r"\[template\] enabled must be true or false"),
         ("registration", {"fixed_mask": "skull"}, "fixed_mask must be 'none' or 'brain'"),

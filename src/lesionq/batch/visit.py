@@ -249,6 +249,9 @@ def run_visit_workflow(
                         "LesionCount": int(outs["gd_count"]),
                         "LesionVolume_mm3": float(outs["gd_volume_mm3"]),
                         "InputsUsed": str(outs["gd_inputs"]),
+                        # translation (mm, FLAIR-grid array axes) by which the
+                        # post-contrast T1 was moved onto the pre-contrast T1
+                        "PostContrastShift_mm": [float(v) for v in outs["gd_post_shift_mm"]],
                     }
                 }
                 if has_gd

@@ -349,6 +349,9 @@ class _SegmentGdOutputSpec(TraitedSpec):
     gd_count_confident = traits.Int(desc="Gd+ lesions with confidence >= [gd] confident_min")
     gd_volume_mm3 = traits.Float()
     gd_inputs = traits.Str(desc='"post+pre", "post+flair" or "post"')
+    gd_post_shift_mm = traits.List(
+        traits.Float(), desc="post- onto pre-contrast T1 translation applied, mm (array axes)"
+    )
 
 
 class SegmentGd(SimpleInterface):
@@ -375,6 +378,7 @@ class SegmentGd(SimpleInterface):
         self._results["gd_count_confident"] = int(res.count_confident)
         self._results["gd_volume_mm3"] = float(res.volume_mm3)
         self._results["gd_inputs"] = str(res.inputs)
+        self._results["gd_post_shift_mm"] = [round(float(v), 3) for v in res.post_shift_mm]
         return runtime
 
 

@@ -3,6 +3,7 @@
 from .rigid import (
     estimate_affine,
     estimate_rigid,
+    estimate_translation,
     level_shrink_factors,
     load_transform,
     register_template,
@@ -13,6 +14,7 @@ from .rigid import (
 __all__ = [
     "estimate_affine",
     "estimate_rigid",
+    "estimate_translation",
     "level_shrink_factors",
     "load_transform",
     "register_template",

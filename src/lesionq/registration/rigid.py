@@ -65,6 +65,7 @@ __all__ = [
     "level_shrink_factors",
     "brain_starts",
     "mask_overlap_dice",
+    "estimate_translation",
 ]
 
 log = logging.getLogger(__name__)
@@ -1015,3 +1016,104 @@ def save_transform(transform: sitk.Transform, path: str | os.PathLike[str]) -> P
 def load_transform(path: str | os.PathLike[str]) -> sitk.Transform:
     """Read an ITK transform file written by :func:`save_transform` (or any ITK tool)."""
     return read_transform(path)
+
+
+def estimate_translation(
+    fixed: np.ndarray,
+    moving: np.ndarray,
+    voxel_size_mm: Sequence[float],
+    mask: np.ndarray,
+    *,
+    sampling_fraction: float = 0.1,
+    shrink: Sequence[int] = (2, 1),
+    n_threads: int = 1,
+) -> np.ndarray:
+    """Residual translation between two images already on one voxel grid.
+
+    Mattes mutual information (32 bins) over the voxels of ``mask``, sampled on a
+    regular grid (``sampling_fraction`` of them: deterministic), regular-step
+    gradient descent on a translation only, over the ``shrink`` levels (every axis
+    shrunk alike, Gaussian smoothing of half the factor in voxels). Meant for
+    refinements of 1-3 mm between two scans of the same session and similar
+    contrast, e.g. the post- and pre-contrast T1 after both were registered to the
+    FLAIR; not a registration from scratch. Measured: sub-cs07 (1 mm) shifted by
+    (0, 2, 0) mm gives (0.02, 2.06, -0.26) mm, unshifted (0.02, 0.06, -0.25) mm;
+    on the sample phantoms (2 x 2 x 3 mm, aligned by construction) 0.76-0.81 mm,
+    0.4 of a voxel: below half a voxel the estimate is noise.
+
+    Parameters
+    ----------
+    fixed, moving : numpy.ndarray
+        3-D images on the same grid (array axes i, j, k).
+    voxel_size_mm : sequence of 3 float
+        Voxel edge lengths in mm along the array axes.
+    mask : numpy.ndarray
+        Voxels of ``fixed`` the metric is computed over (non-zero; e.g. the brain).
+    sampling_fraction : float in (0, 1]
+        Share of the mask voxels the metric samples at each level.
+    shrink : sequence of int
+        Shrink factor of each level, coarse to fine (the last one 1: full resolution).
+    n_threads : int
+        Threads of the registration method (results do not depend on it).
+
+    Returns
+    -------
+    numpy.ndarray
+        float, shape (3,): the shift ``t`` in mm along the array axes such that
+        ``moving(x + t)`` matches ``fixed(x)``; ``scipy.ndimage.shift(moving,
+        -t / voxel_size_mm)`` brings ``moving`` onto ``fixed``.
+
+    Raises
+    ------
+    lesionq.errors.InputError
+        Shapes that differ, an empty mask, a constant image, bad parameters.
+    lesionq.errors.RegistrationError
+        The optimiser failed.
+    """
+    fx = np.asarray(fixed, dtype=np.float32)
+    mv = np.asarray(moving, dtype=np.float32)
+    mk = np.asarray(mask) > 0
+    if fx.ndim != 3 or fx.shape != mv.shape or fx.shape != mk.shape:
+        raise InputError(
+            f"estimate_translation: fixed {fx.shape}, moving {mv.shape} and mask {mk.shape} "
+            "must be 3-D arrays of one shape"
+        )
+    if not mk.any():
+        raise InputError("estimate_translation: mask is empty")
+    if not 0 < sampling_fraction <= 1:
+        raise InputError(f"sampling_fraction must be in (0, 1], got {sampling_fraction!r}")
+    if not shrink or any(int(f) != f or f < 1 for f in shrink):
+        raise InputError(f"shrink must be a non-empty sequence of ints >= 1, got {shrink!r}")
+    vs = [float(v) for v in voxel_size_mm]
+    if len(vs) != 3 or not all(math.isfinite(v) and v > 0 for v in vs):
+        raise InputError(f"voxel_size_mm must be 3 numbers > 0, got {voxel_size_mm!r}")
+    for name, arr in (("fixed", fx), ("moving", mv)):
+        if not np.all(np.isfinite(arr)) or float(arr[mk].max()) == float(arr[mk].min()):
+            raise InputError(f"estimate_translation: {name} is not finite or constant in the mask")
+
+    def image(arr: np.ndarray) -> sitk.Image:
+        img = sitk.GetImageFromArray(np.ascontiguousarray(arr))  # sitk x = array axis 2
+        img.SetSpacing(vs[::-1])
+        return img
+
+    f_img, m_img = image(fx), image(mv)
+    mask_img = image(mk.astype(np.uint8))
+    reg = sitk.ImageRegistrationMethod()
+    reg.SetNumberOfThreads(int(n_threads))
+    reg.SetMetricAsMattesMutualInformation(32)
+    reg.SetMetricSamplingStrategy(reg.REGULAR)
+    reg.SetMetricSamplingPercentage(float(sampling_fraction))
+    reg.SetMetricFixedMask(mask_img)
+    reg.SetInterpolator(sitk.sitkLinear)
+    reg.SetOptimizerAsRegularStepGradientDescent(0.5, 0.01, 100)
+    reg.SetOptimizerScalesFromPhysicalShift()
+    reg.SetShrinkFactorsPerLevel(list(shrink))
+    reg.SetSmoothingSigmasPerLevel([float(f) / 2.0 for f in shrink])
+    reg.SmoothingSigmasAreSpecifiedInPhysicalUnitsOff()
+    reg.SetInitialTransform(sitk.TranslationTransform(3), inPlace=False)
+    with _deterministic_itk_threads():
+        try:
+            tx = reg.Execute(f_img, m_img)
+        except RuntimeError as exc:
+            raise RegistrationError(f"estimate_translation failed: {exc}") from exc
+    return np.asarray(tx.GetParameters(), dtype=float)[::-1].copy()

@@ -19,8 +19,10 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from scipy import ndimage as ndi
 
 from ..core.enhancement import GD_INPUTS, GdSegmentation, segment_enhancing
+from ..registration.rigid import estimate_translation
 from ..types import Volume
 from .registry import SECTIONS
 from .visit import LESION_ROW_COLUMNS, on_grid
@@ -31,6 +33,8 @@ __all__ = [
     "GD_DETAIL_COLUMNS",
     "GD_SET_BY_STEP",
     "GD_STEP_KEYS",
+    "ALIGN_MIN_VOXEL_FRACTION",
+    "align_post_to_pre",
     "GD_INPUTS",
     "segment_gd_volumes",
 ]
@@ -68,8 +72,15 @@ GD_SET_BY_STEP: tuple[str, ...] = SECTIONS["gd"].set_by_step
 #: Keys of the ``[gd]`` protocol section that this step handles itself (not parameters
 #: of :func:`~lesionq.core.enhancement.segment_enhancing`), with their defaults:
 #: ``confident_min`` (0..1, inclusive) is the confidence a Gd+ lesion needs to count in
-#: :attr:`GdResult.count_confident` (``gd_count_confident``).
-GD_STEP_KEYS: dict[str, float] = {"confident_min": 0.5}
+#: :attr:`GdResult.count_confident` (``gd_count_confident``); ``align_post_max_mm``
+#: (mm, 0 = off) bounds the residual post- to pre-contrast T1 translation that the
+#: step corrects (:func:`align_post_to_pre`).
+GD_STEP_KEYS: dict[str, float] = {"confident_min": 0.5, "align_post_max_mm": 3.0}
+
+#: A residual post/pre translation shorter than this share of the finest voxel edge
+#: is left alone: resampling would only blur the post-contrast T1, and the
+#: local-maximum reference (``reference_max_mm``) already absorbs sub-voxel shifts.
+ALIGN_MIN_VOXEL_FRACTION = 0.5
 
 
 @dataclass(frozen=True)
@@ -111,6 +122,10 @@ class GdResult:
         normal-appearing white matter (ratio units; QC).
     seconds : float
         Wall time of the segmentation.
+    post_shift_mm : tuple of 3 float
+        The translation (mm along the FLAIR grid's array axes) by which the
+        post-contrast T1 was moved onto the pre-contrast T1 before segmenting
+        (:func:`align_post_to_pre`); zeros when none was applied.
     """
 
     mask: Volume
@@ -126,6 +141,7 @@ class GdResult:
     ratio_sd: float = float("nan")
     blob_sd: float = float("nan")
     seconds: float = 0.0
+    post_shift_mm: tuple[float, float, float] = (0.0, 0.0, 0.0)
 
 
 def _check_gd_section(gd: Mapping[str, Any]) -> dict[str, Any]:
@@ -169,6 +185,68 @@ def _tables(res: GdSegmentation, affine: np.ndarray) -> tuple[pd.DataFrame, pd.D
         columns=list(GD_DETAIL_COLUMNS),
     ).round(4)
     return table, details
+
+
+def align_post_to_pre(
+    post: np.ndarray,
+    pre: np.ndarray,
+    brain_mask: np.ndarray,
+    voxel_size_mm: tuple[float, float, float],
+    *,
+    max_shift_mm: float,
+    n_threads: int = 1,
+) -> tuple[np.ndarray, tuple[float, float, float]]:
+    """Move the post-contrast T1 onto the pre-contrast T1 by their residual translation.
+
+    Both arrive on the FLAIR grid, each registered to the FLAIR on its own; a
+    1-2 mm residual between them makes tissue edges look enhancing and moves real
+    enhancement off its FLAIR hyperintensity (measured on sub-cs07 with injected
+    lesions: sensitivity 0.96 -> 0.46 at 2 mm). The two T1 scans share one
+    contrast family, so their translation is well defined
+    (:func:`lesionq.registration.rigid.estimate_translation`, over the brain).
+    Shorter than half the finest voxel edge it is not applied: there the estimate
+    is noise (0.4 voxel on the sample phantoms, which are aligned by
+    construction), and moving an aligned scan by it makes tissue edges enhance.
+
+    Parameters
+    ----------
+    post, pre : numpy.ndarray
+        Post- and pre-contrast T1, 3-D, on one grid.
+    brain_mask : numpy.ndarray
+        Brain mask on that grid (bool).
+    voxel_size_mm : tuple of 3 float
+        Voxel edges in mm along the array axes.
+    max_shift_mm : float
+        Longest translation corrected (mm); a longer estimate is not trusted and
+        not applied (logged as a warning); 0 = no alignment.
+    n_threads : int
+        Threads of the registration.
+
+    Returns
+    -------
+    (numpy.ndarray, tuple of 3 float)
+        The post-contrast T1 (moved with linear interpolation, or ``post`` itself)
+        and the applied translation in mm along the array axes (zeros when none:
+        off, shorter than :data:`ALIGN_MIN_VOXEL_FRACTION` of the finest voxel
+        edge, or longer than ``max_shift_mm``).
+    """
+    none = (0.0, 0.0, 0.0)
+    if max_shift_mm <= 0:
+        return post, none
+    t = estimate_translation(pre, post, voxel_size_mm, brain_mask, n_threads=n_threads)
+    length = float(np.linalg.norm(t))
+    if length < ALIGN_MIN_VOXEL_FRACTION * min(voxel_size_mm):
+        return post, none
+    if length > max_shift_mm:
+        LOGGER.warning(
+            "Gd+: post- to pre-contrast T1 residual of %.1f mm exceeds align_post_max_mm "
+            "%.1f mm; not corrected (check the co-registration)", length, max_shift_mm,
+        )  # fmt: skip
+        return post, none
+    vox = -t / np.asarray(voxel_size_mm, dtype=float)
+    moved = ndi.shift(post, vox, order=3, mode="nearest").astype(np.float32)
+    LOGGER.info("Gd+: post-contrast T1 moved by %s mm onto the pre-contrast T1", np.round(t, 2))
+    return moved, (float(t[0]), float(t[1]), float(t[2]))
 
 
 def segment_gd_volumes(
@@ -231,11 +309,17 @@ def segment_gd_volumes(
     """
     kwargs = _check_gd_section(gd)
     confident_min = float(gd.get("confident_min", GD_STEP_KEYS["confident_min"]))
+    align_max = float(gd.get("align_post_max_mm", GD_STEP_KEYS["align_post_max_mm"]))
     post = on_grid("t1ce (post-contrast T1)", t1ce, flair).astype(np.float32, copy=False)
     mask = on_grid("brain_mask", brain_mask, flair) > 0
     pre = None
     if t1 is not None:
         pre = on_grid("t1 (pre-contrast T1)", t1, flair).astype(np.float32, copy=False)
+    shift = (0.0, 0.0, 0.0)
+    if pre is not None:
+        post, shift = align_post_to_pre(
+            post, pre, mask, flair.voxel_size_mm, max_shift_mm=align_max, n_threads=n_threads
+        )
     prior_arrays = None
     location = None
     if priors is not None:
@@ -281,4 +365,5 @@ def segment_gd_volumes(
         ratio_sd=res.ratio_sd,
         blob_sd=res.blob_sd,
         seconds=res.seconds,
+        post_shift_mm=shift,
     )

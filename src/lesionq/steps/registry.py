@@ -22,6 +22,7 @@ the SimpleITK layers. This module is the one place that says, per section:
 from __future__ import annotations
 
 import inspect
+import math
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -71,6 +72,12 @@ def _one_of(*allowed: str) -> Callable[[str, str, Any], None]:
             raise ConfigError(f"[{section}] {key} must be {shown}, got {value!r}")
 
     return check
+
+
+def _millimetres(section: str, key: str, value: Any) -> None:
+    ok = isinstance(value, int | float) and not isinstance(value, bool)
+    if not (ok and math.isfinite(value) and value >= 0):
+        raise ConfigError(f"[{section}] {key} must be a number >= 0 (mm), got {value!r}")
 
 
 def _days(section: str, key: str, value: Any) -> None:
@@ -200,7 +207,7 @@ SECTIONS: Mapping[str, ProtocolSection] = {
         ProtocolSection(
             "gd",
             segment_enhancing,
-            handled={"confident_min": _fraction},
+            handled={"confident_min": _fraction, "align_post_max_mm": _millimetres},
             set_by_step=(
                 "post",
                 "brain_mask",

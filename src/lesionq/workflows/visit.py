@@ -71,6 +71,7 @@ VISIT_OUTPUTS = (
     "gd_count_confident",
     "gd_volume_mm3",
     "gd_inputs",
+    "gd_post_shift_mm",
     "bh_mask",
     "bh_labels",
     "bh_lesions",
@@ -263,6 +264,7 @@ def init_visit_wf(
                         ("gd_count_confident", "gd_count_confident"),
                         ("gd_volume_mm3", "gd_volume_mm3"),
                         ("gd_inputs", "gd_inputs"),
+                        ("gd_post_shift_mm", "gd_post_shift_mm"),
                     ],
                 ),
             ]
