@@ -225,7 +225,8 @@ def align_post_to_pre(
     Returns
     -------
     (numpy.ndarray, tuple of 3 float)
-        The post-contrast T1 (moved with linear interpolation, or ``post`` itself)
+        The post-contrast T1 (moved with cubic-spline interpolation, which blurs
+        thin bright vessels less than linear; or ``post`` itself)
         and the applied translation in mm along the array axes (zeros when none:
         off, shorter than :data:`ALIGN_MIN_VOXEL_FRACTION` of the finest voxel
         edge, or longer than ``max_shift_mm``).
@@ -262,6 +263,9 @@ def segment_gd_volumes(
     n_threads: int = 1,
 ) -> GdResult:
     """Gd+ lesion mask, ids, table and enhancement map of one visit (FLAIR grid).
+
+    With a pre-contrast T1 the post-contrast T1 is first moved onto it by their
+    residual translation (:func:`align_post_to_pre`, ``[gd] align_post_max_mm``).
 
     Parameters
     ----------
