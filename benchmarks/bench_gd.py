@@ -217,15 +217,20 @@ class Injected:
     rows: list[dict[str, Any]]
 
 
+def injection_reference(scan: Scan) -> tuple[dict[str, tuple[float, float]], np.ndarray]:
+    """Contrast units (NAWM away from the scan's T2 lesions) and where lesions may be drawn."""
+    ref = scan.wm & ~ndi.binary_dilation(scan.truth_t2, FULL, iterations=2)
+    tissue = scan.brain & (np.asarray(scan.priors["location"].array) != 1)
+    return reference_statistics(scan.images, ref), tissue
+
+
 def inject(
     scan: Scan, masks: dict[str, np.ndarray], seed: int, *, enhancement_only: bool = False
 ) -> Injected:
     specs = random_gd_specs(8, seed=seed, ring_fraction=0.4)
     if enhancement_only:  # another injection model: no FLAIR / T1 change, enhancement only
         specs = [dataclasses.replace(s, contrast={}) for s in specs]
-    ref = scan.wm & ~ndi.binary_dilation(scan.truth_t2, FULL, iterations=2)
-    stats = reference_statistics(scan.images, ref)
-    tissue = scan.brain & (np.asarray(scan.priors["location"].array) != 1)
+    stats, tissue = injection_reference(scan)
     images = dict(scan.images)
     labels = np.zeros(scan.brain.shape, np.int32)
     taken = np.zeros(scan.brain.shape, bool)
@@ -264,9 +269,7 @@ def inject_inside_t2(scan: Scan, masks: dict[str, np.ndarray], seed: int) -> Inj
     1.5-3.5 mm, enhancement only: its FLAIR and T1 change is the host's) at each centre.
     """
     rng = np.random.default_rng(1000 + seed)
-    ref = scan.wm & ~ndi.binary_dilation(scan.truth_t2, FULL, iterations=2)
-    stats = reference_statistics(scan.images, ref)
-    tissue = scan.brain & (np.asarray(scan.priors["location"].array) != 1)
+    stats, tissue = injection_reference(scan)
     hosts = [
         LesionSpec(
             radius_mm=float(rng.uniform(4.5, 6.0)),

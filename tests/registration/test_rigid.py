@@ -317,7 +317,7 @@ def test_estimate_translation_recovers_a_known_shift() -> None:
     ``moving(x + t)`` matches ``fixed(x)``; with anisotropic voxels the shift is in
     mm along the array axes. Bad inputs are named.
     """
-    from lesionq.registration import estimate_translation
+    from lesionq.registration import apply_translation, estimate_translation
 
     vs = (1.0, 1.0, 2.0)
     aff = np.diag([*vs, 1.0])
@@ -330,6 +330,10 @@ def test_estimate_translation_recovers_a_known_shift() -> None:
     brain = np.linalg.norm(pts / [44, 54, 34], axis=-1) < 1
     got = estimate_translation(fixed, moving, vs, brain)
     assert np.allclose(got, t, atol=0.2), got
+    back = apply_translation(moving, got, vs)  # moving(x + t) ~ fixed(x)
+    inner = np.linalg.norm(pts / [38, 48, 28], axis=-1) < 1
+    err = np.abs(back - fixed)[inner].mean()
+    assert err < 0.25 * np.abs(moving - fixed)[inner].mean(), err
     assert np.allclose(estimate_translation(fixed, fixed, vs, brain), 0.0, atol=0.1)
     with pytest.raises(InputError, match="one shape"):
         estimate_translation(fixed, moving[:-1], vs, brain)

@@ -1,6 +1,7 @@
 """lesionq.registration: SimpleITK estimation (volumes in, transform out), resampling."""
 
 from .rigid import (
+    apply_translation,
     estimate_affine,
     estimate_rigid,
     estimate_translation,
@@ -12,6 +13,7 @@ from .rigid import (
 )
 
 __all__ = [
+    "apply_translation",
     "estimate_affine",
     "estimate_rigid",
     "estimate_translation",

@@ -19,10 +19,9 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import ndimage as ndi
 
 from ..core.enhancement import GD_INPUTS, GdSegmentation, segment_enhancing
-from ..registration.rigid import estimate_translation
+from ..registration.rigid import apply_translation, estimate_translation
 from ..types import Volume
 from .registry import SECTIONS
 from .visit import LESION_ROW_COLUMNS, on_grid
@@ -225,8 +224,8 @@ def align_post_to_pre(
     Returns
     -------
     (numpy.ndarray, tuple of 3 float)
-        The post-contrast T1 (moved with cubic-spline interpolation, which blurs
-        thin bright vessels less than linear; or ``post`` itself)
+        The post-contrast T1 (moved by
+        :func:`lesionq.registration.rigid.apply_translation`, or ``post`` itself)
         and the applied translation in mm along the array axes (zeros when none:
         off, shorter than :data:`ALIGN_MIN_VOXEL_FRACTION` of the finest voxel
         edge, or longer than ``max_shift_mm``).
@@ -244,8 +243,7 @@ def align_post_to_pre(
             "%.1f mm; not corrected (check the co-registration)", length, max_shift_mm,
         )  # fmt: skip
         return post, none
-    vox = -t / np.asarray(voxel_size_mm, dtype=float)
-    moved = ndi.shift(post, vox, order=3, mode="nearest").astype(np.float32)
+    moved = apply_translation(post, t, voxel_size_mm)
     LOGGER.info("Gd+: post-contrast T1 moved by %s mm onto the pre-contrast T1", np.round(t, 2))
     return moved, (float(t[0]), float(t[1]), float(t[2]))
 
